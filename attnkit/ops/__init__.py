@@ -1,0 +1,13 @@
+"""Pure attention math on ``keras.ops``: no weights, no layers."""
+
+from attnkit.ops.attention import attention as attention
+from attnkit.ops.attention import attention_weights as attention_weights
+from attnkit.ops.masks import causal_mask as causal_mask
+from attnkit.ops.masks import combine_masks as combine_masks
+from attnkit.ops.masks import padding_mask as padding_mask
+from attnkit.ops.masks import sliding_window_mask as sliding_window_mask
+from attnkit.ops.scores import additive_score as additive_score
+from attnkit.ops.scores import cosine_score as cosine_score
+from attnkit.ops.scores import dot_score as dot_score
+from attnkit.ops.scores import scaled_dot_score as scaled_dot_score
+from attnkit.ops.softmax import masked_softmax as masked_softmax

@@ -1,0 +1,356 @@
+"""The attention core: one entry point, three interchangeable implementations.
+
+Shape legend: B batch, Tq query length, Tv key/value length, H query heads,
+Hkv key/value heads (H % Hkv == 0; G = H // Hkv), D head dim, Dv value dim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+from keras import ops
+
+from attnkit.ops import masks as masks_lib
+from attnkit.ops.scores import SCORES, dot_score, get_score
+
+IMPLEMENTATIONS = ("auto", "naive", "chunked", "fused")
+_DOT_SCORES = ("dot", "scaled_dot")
+
+
+@dataclass
+class Problem:
+    """A validated attention request in attnkit's internal grouped layout."""
+
+    query: object  # (B, Tq, Hkv, G, D)
+    key: object  # (B, Tv, Hkv, D)
+    value: object  # (B, Tv, Hkv, Dv)
+    rank: int  # 3 or 4: the caller's layout
+    num_heads: int
+    num_kv_heads: int
+    score_name: str | None  # None for a custom callable
+    score_fn: object
+    scale: float | None  # multiplies the logits; None = 1
+    mask: object  # bool, broadcastable to (B, Hkv, G, Tq, Tv), or None
+    bias: object  # broadcastable to (B, Hkv, G, Tq, Tv), or None
+    causal: str | None  # alignment name
+    window: int | None
+
+    @property
+    def query_length(self):
+        return self.query.shape[1]
+
+    @property
+    def key_length(self):
+        return self.key.shape[1]
+
+    @property
+    def offset(self):
+        return masks_lib.query_offset(self.query_length, self.key_length, self.causal)
+
+    def position_mask(self, q_start=0, q_len=None, k_start=0, k_len=None):
+        """Causal/window mask for a block, shape (q_len, k_len), or None."""
+        if self.causal is None and self.window is None:
+            return None
+        q_len = self.query_length if q_len is None else q_len
+        k_len = self.key_length if k_len is None else k_len
+        q_pos = ops.arange(q_len, dtype="int32") + (q_start + self.offset)
+        k_pos = ops.arange(k_len, dtype="int32") + k_start
+        return masks_lib.position_mask(
+            q_pos[:, None], k_pos[None, :], causal=self.causal, window=self.window
+        )
+
+    def to_output_layout(self, out):
+        """(B, Tq, Hkv, G, Dv) -> the caller's (B, Tq, [H,] Dv)."""
+        shape = ops.shape(out)
+        if self.rank == 3:
+            return ops.reshape(out, (shape[0], shape[1], shape[4]))
+        return ops.reshape(out, (shape[0], shape[1], self.num_heads, shape[4]))
+
+    def weights_to_output_layout(self, weights):
+        """(B, Hkv, G, Tq, Tv) -> (B, Tq, Tv) or (B, H, Tq, Tv)."""
+        shape = ops.shape(weights)
+        if self.rank == 3:
+            return ops.reshape(weights, (shape[0], shape[3], shape[4]))
+        return ops.reshape(weights, (shape[0], self.num_heads, shape[3], shape[4]))
+
+
+def _static_shape(x, name):
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise ValueError(f"`{name}` must be a tensor. Received: {name}={x!r}")
+    return tuple(shape)
+
+
+def _check_dims(a, b, what, names):
+    if a is not None and b is not None and a != b:
+        raise ValueError(
+            f"{what} must match. Received: {names[0]}={a} and {names[1]}={b}"
+        )
+
+
+def _to_grouped(x, name, rank, heads, groups):
+    """Maps a mask or bias given in the caller's layout to (B, Hkv, G, Tq, Tv)."""
+    x = ops.convert_to_tensor(x)
+    shape = tuple(x.shape)
+    allowed = (2, 3) if rank == 3 else (2, 3, 4)
+    layout = "(B, Tq, Tv)" if rank == 3 else "(B, H, Tq, Tv)"
+    if len(shape) not in allowed:
+        raise ValueError(
+            f"`{name}` must have rank {' or '.join(map(str, allowed))} and be "
+            f"broadcastable to {layout}. Received: {name}.shape={shape}"
+        )
+    if len(shape) == 2:  # (Tq, Tv)
+        return x[None, None, None, :, :]
+    if len(shape) == 3:  # (B, Tq, Tv), shared by all heads
+        return x[:, None, None, :, :]
+    h = shape[1]
+    if h == 1:
+        return x[:, :, None, :, :]
+    if h != heads:
+        raise ValueError(
+            f"`{name}` has {h} heads on axis 1 but the query has {heads} heads. "
+            f"Received: {name}.shape={shape}"
+        )
+    dyn = ops.shape(x)
+    return ops.reshape(x, (dyn[0], heads // groups, groups, dyn[2], dyn[3]))
+
+
+def _check_broadcast(x, name, batch, tq, tv):
+    if x is None:
+        return
+    shape = tuple(x.shape)
+    for dim, full, label in ((shape[0], batch, "B"), (shape[3], tq, "Tq"), (shape[4], tv, "Tv")):
+        if dim is not None and full is not None and dim not in (1, full):
+            raise ValueError(
+                f"`{name}` does not broadcast to (B, [H,] Tq, Tv) = "
+                f"({batch}, ..., {tq}, {tv}): its {label} axis has size {dim}. "
+                f"Received: {name} of shape {tuple(shape)} (after adding head axes)"
+            )
+
+
+def prepare(
+    query,
+    key,
+    value,
+    *,
+    score="scaled_dot",
+    mask=None,
+    causal=False,
+    window=None,
+    bias=None,
+    scale=None,
+) -> Problem:
+    """Validates a request and maps it to the grouped layout."""
+    query = ops.convert_to_tensor(query)
+    key = ops.convert_to_tensor(key)
+    value = ops.convert_to_tensor(value)
+    q_shape = _static_shape(query, "query")
+    k_shape = _static_shape(key, "key")
+    v_shape = _static_shape(value, "value")
+    rank = len(q_shape)
+    if rank not in (3, 4):
+        raise ValueError(
+            "`query` must have shape (B, Tq, D) or (B, Tq, H, D). "
+            f"Received: query.shape={q_shape}"
+        )
+    for name, shape in (("key", k_shape), ("value", v_shape)):
+        if len(shape) != rank:
+            raise ValueError(
+                f"`{name}` must have the same rank as `query` ({rank}). "
+                f"Received: query.shape={q_shape}, {name}.shape={shape}"
+            )
+    _check_dims(q_shape[0], k_shape[0], "Batch sizes", ("query.shape[0]", "key.shape[0]"))
+    _check_dims(k_shape[0], v_shape[0], "Batch sizes", ("key.shape[0]", "value.shape[0]"))
+    _check_dims(k_shape[1], v_shape[1], "Key and value lengths", ("key.shape[1]", "value.shape[1]"))
+
+    if rank == 3:
+        heads = kv_heads = 1
+    else:
+        heads, kv_heads = q_shape[2], k_shape[2]
+        _check_dims(kv_heads, v_shape[2], "Key and value head counts", ("key.shape[2]", "value.shape[2]"))
+        if kv_heads is None or heads is None or kv_heads < 1 or heads % kv_heads:
+            raise ValueError(
+                "The number of query heads must be a multiple of the number of "
+                f"key/value heads. Received: query heads={heads}, key/value "
+                f"heads={kv_heads}"
+            )
+    groups = heads // kv_heads
+
+    score_fn = get_score(score)
+    score_name = score if isinstance(score, str) else None
+    if score_name is not None:
+        _check_dims(q_shape[-1], k_shape[-1], "Query and key feature sizes", ("query.shape[-1]", "key.shape[-1]"))
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"`scale` must be a finite number or None. Received: scale={scale!r}")
+        scale = float(scale)
+    if score_name in _DOT_SCORES:
+        # scaled_dot's 1/sqrt(D) is its default scale; an explicit scale replaces it.
+        if score_name == "scaled_dot" and scale is None:
+            scale = 1.0 / math.sqrt(q_shape[-1])
+        score_name, score_fn = "dot", dot_score
+
+    causal = masks_lib.normalize_causal(causal)
+    window = masks_lib.validate_window(window)
+
+    dyn_q = ops.shape(query)
+    q5 = ops.reshape(query, (dyn_q[0], dyn_q[1], kv_heads, groups, q_shape[-1]))
+    if rank == 3:
+        key = key[:, :, None, :]
+        value = value[:, :, None, :]
+
+    if mask is not None:
+        mask = ops.cast(_to_grouped(mask, "mask", rank, heads, groups), "bool")
+        _check_broadcast(mask, "mask", q_shape[0], q_shape[1], k_shape[1])
+    if bias is not None:
+        bias = _to_grouped(bias, "bias", rank, heads, groups)
+        _check_broadcast(bias, "bias", q_shape[0], q_shape[1], k_shape[1])
+
+    return Problem(
+        query=q5,
+        key=key,
+        value=value,
+        rank=rank,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        score_name=score_name,
+        score_fn=score_fn,
+        scale=scale,
+        mask=mask,
+        bias=bias,
+        causal=causal,
+        window=window,
+    )
+
+
+def _validate_dropout(dropout):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+    return float(dropout)
+
+
+def _validate_implementation(implementation):
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"`implementation` must be one of {IMPLEMENTATIONS}. "
+            f"Received: implementation={implementation!r}"
+        )
+
+
+def attention_weights(
+    query,
+    key,
+    *,
+    score="scaled_dot",
+    mask=None,
+    causal=False,
+    window=None,
+    bias=None,
+    scale=None,
+):
+    """Attention weights ``softmax(score(q, k) · scale + bias)`` under the masks.
+
+    Same arguments and layouts as :func:`attention` (no value needed). Returns
+    ``(B, Tq, Tv)`` for 3-D inputs and ``(B, H, Tq, Tv)`` for 4-D inputs; masked
+    entries are exactly 0 and a row with nothing to attend to is all zeros.
+    """
+    from attnkit.ops import naive
+
+    problem = prepare(
+        query, key, key, score=score, mask=mask, causal=causal, window=window,
+        bias=bias, scale=scale,
+    )
+    weights = naive.weights(problem)
+    return problem.weights_to_output_layout(ops.cast(weights, problem.query.dtype))
+
+
+def attention(
+    query,
+    key,
+    value,
+    *,
+    score="scaled_dot",
+    mask=None,
+    causal=False,
+    window=None,
+    bias=None,
+    scale=None,
+    dropout=0.0,
+    training=False,
+    seed=None,
+    return_weights=False,
+    implementation="auto",
+    block_size=None,
+):
+    """Attention ``softmax(score(q, k) · scale + bias) · v`` under boolean masks.
+
+    Layouts: ``(B, T, D)`` single head, or ``(B, T, H, D)`` multi-head (the layout
+    of ``keras.ops.dot_product_attention``). ``key``/``value`` may have fewer heads
+    than ``query`` (grouped-query attention: H must be a multiple of Hkv); Tq and
+    Tv may differ.
+
+    Args:
+        query: ``(B, Tq, D)`` or ``(B, Tq, H, D)``.
+        key: ``(B, Tv, D)`` or ``(B, Tv, Hkv, D)``.
+        value: ``(B, Tv, Dv)`` or ``(B, Tv, Hkv, Dv)``.
+        score: ``"dot"``, ``"scaled_dot"``, ``"cosine"`` or a callable
+            ``score(q, k)`` in the grouped layout (see ``attnkit.ops.scores``).
+            Defaults to ``"scaled_dot"``.
+        mask: boolean, True = may attend. Shape ``(Tq, Tv)``, ``(B, Tq, Tv)``
+            (shared by all heads) or, for 4-D inputs, ``(B, H, Tq, Tv)``; any
+            axis may be 1 to broadcast. Defaults to `None`.
+        causal: ``False``, ``True`` (= ``"bottom_right"``), ``"bottom_right"`` or
+            ``"top_left"``. Bottom-right aligns the last query with the last
+            key, so a one-step query at the end of a cache sees the whole cache;
+            top-left is ``tril(ones(Tq, Tv))``. Defaults to `False`.
+        window: sliding window: key j is visible from query i when
+            ``|i - j| < window`` (positions aligned as for ``causal``); with
+            ``causal`` it keeps the ``window`` most recent keys. Defaults to `None`.
+        bias: additive logits, broadcastable like ``mask``. Defaults to `None`.
+        scale: multiplies the scores; ``None`` means ``1/sqrt(D)`` for
+            ``"scaled_dot"`` and 1 otherwise. Defaults to `None`.
+        dropout: dropout rate on the weights during training. Defaults to `0.0`.
+        training: whether dropout is active. Defaults to `False`.
+        seed: int or ``keras.random.SeedGenerator`` for dropout. Defaults to `None`.
+        return_weights: also return the weights, ``(B, Tq, Tv)`` or
+            ``(B, H, Tq, Tv)``. Defaults to `False`.
+        implementation: ``"naive"`` (materialises the scores), ``"chunked"``
+            (exact online softmax over blocks, O(N) memory), ``"fused"`` (the
+            backend's kernel through ``keras.ops.dot_product_attention``) or
+            ``"auto"`` (the fastest that supports the request). Defaults to `"auto"`.
+        block_size: ``(query_block, key_block)`` for ``"chunked"``; ``None``
+            picks measured defaults. Defaults to `None`.
+
+    Returns:
+        The output ``(B, Tq, Dv)`` or ``(B, Tq, H, Dv)``, and the weights when
+        ``return_weights``. A query row with nothing to attend to returns zero
+        weights and a zero output, never NaN.
+    """
+    from attnkit.ops import dispatch
+
+    _validate_implementation(implementation)
+    dropout = _validate_dropout(dropout)
+    problem = prepare(
+        query, key, value, score=score, mask=mask, causal=causal, window=window,
+        bias=bias, scale=scale,
+    )
+    dropout_active = bool(dropout > 0 and training)
+    impl = dispatch.choose(problem, implementation, return_weights, dropout_active)
+    if impl == "naive":
+        from attnkit.ops import naive
+
+        out, weights = naive.attend(problem, dropout=dropout if dropout_active else 0.0, seed=seed)
+    elif impl == "chunked":
+        from attnkit.ops import chunked
+
+        out, weights = chunked.attend(problem, block_size=block_size), None
+    else:
+        from attnkit.ops import fused
+
+        out, weights = fused.attend(problem), None
+    out = problem.to_output_layout(out)
+    if return_weights:
+        return out, problem.weights_to_output_layout(weights)
+    return out

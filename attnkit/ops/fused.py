@@ -1,0 +1,69 @@
+"""The backend's own kernel, through ``keras.ops.dot_product_attention``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from attnkit.ops import naive
+from attnkit.ops.masks import combine_masks, large_negative
+
+
+def attend(problem):
+    """Returns the output (B, Tq, Hkv, G, Dv)."""
+    query = naive.prescaled_query(problem)
+    batch, tq, kv_heads, groups, d = ops.shape(query)
+    heads = kv_heads * groups
+    query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
+    key, value = problem.key, problem.value  # (B, Tv, Hkv, D)
+
+    simple_causal = (
+        problem.causal is not None
+        and problem.window is None
+        and problem.mask is None
+        and problem.bias is None
+        and (problem.causal == "top_left" or problem.query_length == problem.key_length)
+    )
+    mask = None
+    if not simple_causal:
+        position = problem.position_mask()
+        if position is not None:
+            position = position[None, None, None]  # (1, 1, 1, Tq, Tv)
+        mask = combine_masks(problem.mask, position)
+    bias = problem.bias
+    row_has_key = None
+    if mask is not None:
+        mask = ops.broadcast_to(
+            _heads_layout(mask, heads),
+            (1 if mask.shape[0] == 1 else batch, 1 if mask.shape[1] * mask.shape[2] == 1 else heads, tq, problem.key_length),
+        )
+        # Fully masked rows would be NaN (or uniform) in most kernels: open them
+        # to every key, then zero their output below.
+        row_has_key = ops.any(mask, axis=-1, keepdims=True)  # (B, H, Tq, 1)
+        mask = ops.logical_or(mask, ops.logical_not(row_has_key))
+    if bias is not None:
+        bias = ops.cast(_heads_layout(bias, heads), query.dtype)
+        if mask is not None:
+            bias = bias + ops.where(mask, 0.0, large_negative(query.dtype))
+            mask = None
+    out = ops.dot_product_attention(
+        query,
+        key,
+        value,
+        bias=bias,
+        mask=mask,
+        scale=1.0,
+        is_causal=simple_causal,
+    )  # (B, Tq, H, Dv)
+    if row_has_key is not None:
+        keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
+        out = out * keep
+    dv = value.shape[-1]
+    return ops.reshape(out, (batch, tq, kv_heads, groups, dv))
+
+
+def _heads_layout(x, heads):
+    """(B, Hkv|1, G|1, Tq, Tv) -> (B, H|1, Tq, Tv)."""
+    shape = ops.shape(x)
+    merged = 1 if x.shape[1] * x.shape[2] == 1 else heads
+    return ops.reshape(x, (shape[0], merged, shape[3], shape[4]))

@@ -1,0 +1,54 @@
+"""The materialising implementation: scores (B, Hkv, G, Tq, Tv) in memory."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from attnkit.ops.masks import combine_masks
+from attnkit.ops.softmax import masked_softmax, softmax_dtype
+
+
+def prescaled_query(problem):
+    """The query, already multiplied by the scale when the score is a dot product.
+
+    Scaling the (Tq, D) query is cheaper than scaling the (Tq, Tv) scores.
+    """
+    if problem.score_name == "dot" and problem.scale is not None:
+        return problem.query * ops.cast(problem.scale, problem.query.dtype)
+    return problem.query
+
+
+def logits(problem, query, key):
+    """Scores of ``prescaled_query`` blocks against key blocks, at least float32.
+
+    Shared by the naive and chunked implementations so both compute exactly the
+    same function. Returns (B, Hkv, G, Tq_block, Tv_block).
+    """
+    dtype = softmax_dtype(query.dtype)
+    scores = ops.cast(problem.score_fn(query, key), dtype)
+    if problem.scale is not None and problem.score_name != "dot":
+        scores = scores * problem.scale
+    return scores
+
+
+def weights(problem):
+    """Softmax weights (B, Hkv, G, Tq, Tv) in at least float32."""
+    scores = logits(problem, prescaled_query(problem), problem.key)
+    if problem.bias is not None:
+        scores = scores + ops.cast(problem.bias, scores.dtype)
+    mask = combine_masks(problem.mask, problem.position_mask())
+    return masked_softmax(scores, mask, axis=-1)
+
+
+def attend(problem, dropout=0.0, seed=None):
+    """Returns (output (B, Tq, Hkv, G, Dv), weights (B, Hkv, G, Tq, Tv))."""
+    w = weights(problem)
+    value = problem.value
+    compute_dtype = keras.backend.result_type(problem.query.dtype, value.dtype)
+    w = ops.cast(w, compute_dtype)
+    returned = w
+    if dropout > 0:
+        w = keras.random.dropout(w, dropout, seed=seed)
+    out = ops.einsum("bhgqk,bkhd->bqhgd", w, ops.cast(value, compute_dtype))  # (B, Tq, Hkv, G, Dv)
+    return out, returned
