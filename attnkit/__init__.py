@@ -1,0 +1,9 @@
+"""attnkit: every attention mechanism, correct and fast, on every Keras 3 backend."""
+
+from attnkit._default_backend import apply_default_backend
+
+apply_default_backend()
+
+from attnkit import layers as layers  # noqa: E402
+from attnkit import ops as ops  # noqa: E402
+from attnkit.version import __version__ as __version__  # noqa: E402

@@ -1,0 +1,1 @@
+"""Keras layers built on ``attnkit.ops``."""
