@@ -39,6 +39,15 @@ test-slow: $(VENV)/.test-installed
 		KERAS_BACKEND=$$b $(PY) -m pytest -q -m slow $(PYTEST_ARGS); \
 	done
 
+# Property-based fuzzing: >= 10 000 hypothesis examples across the three backends.
+FUZZ_EXAMPLES ?= 3400
+fuzz: $(VENV)/.test-installed
+	@set -e; for b in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$b (fuzz, $(FUZZ_EXAMPLES) examples per property)"; \
+		KERAS_BACKEND=$$b HYPOTHESIS_PROFILE=fuzz ATTNKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+			$(PY) -m pytest -q -s -p no:randomly tests/test_properties.py $(PYTEST_ARGS); \
+	done
+
 bench: $(VENV)/.test-installed
 	$(VENV)/bin/attnkit bench
 
