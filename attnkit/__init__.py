@@ -7,3 +7,4 @@ apply_default_backend()
 from attnkit import layers as layers  # noqa: E402
 from attnkit import ops as ops  # noqa: E402
 from attnkit.version import __version__ as __version__  # noqa: E402
+from attnkit.maps import attention_maps as attention_maps  # noqa: E402

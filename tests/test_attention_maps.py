@@ -1,0 +1,216 @@
+import importlib
+
+import keras
+import numpy as np
+import pytest
+
+import attnkit
+from attnkit.maps import is_attention_layer
+from conftest import to_numpy
+
+B, TQ, TV, D = 3, 4, 6, 8
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.normal(size=(B, TQ, D)).astype("float32"),
+        rng.normal(size=(B, TV, D)).astype("float32"),
+    ]
+
+
+def _three_attention_model():
+    """MultiHeadAttention, Attention and AdditiveAttention in one functional graph."""
+    q_in, v_in = keras.Input((TQ, D), name="q"), keras.Input((TV, D), name="v")
+    mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")
+    x = mha(q_in, v_in)  # (B, Tq, D)
+    x = keras.layers.Dense(D, name="mix")(x)
+    dot = keras.layers.Attention(name="dot")([x, v_in])  # (B, Tq, D)
+    add = keras.layers.AdditiveAttention(name="additive")([v_in, dot])  # (B, Tv, D)
+    y = keras.layers.GlobalAveragePooling1D()(add)
+    return keras.Model([q_in, v_in], keras.layers.Dense(1)(y))
+
+
+def test_three_attention_layers_give_weights_of_the_right_shapes():
+    model = _three_attention_model()
+    maps = attnkit.attention_maps(model, _data())
+    assert set(maps) == {"mha", "dot", "additive"}
+    assert maps["mha"].shape == (B, 2, TQ, TV)
+    assert maps["dot"].shape == (B, TQ, TV)
+    assert maps["additive"].shape == (B, TV, TQ)
+    for w in maps.values():
+        assert isinstance(w, np.ndarray)
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_weights_equal_a_direct_call_with_the_same_layer():
+    model = _three_attention_model()
+    q, v = _data(1)
+    maps = attnkit.attention_maps(model, [q, v])
+    _, expected = model.get_layer("mha")(q, v, return_attention_scores=True)
+    np.testing.assert_allclose(maps["mha"], to_numpy(expected), rtol=1e-5, atol=1e-6)
+    mixed = keras.Model(model.inputs, model.get_layer("mix").output).predict([q, v], verbose=0)
+    _, expected = model.get_layer("dot")([mixed, v], return_attention_scores=True)
+    np.testing.assert_allclose(maps["dot"], to_numpy(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_model_is_left_unchanged_and_trained_weights_are_used():
+    model = _three_attention_model()
+    data = _data(2)
+    before = model.predict(data, verbose=0)
+    n_layers = len(model.layers)
+    first = attnkit.attention_maps(model, data)
+    # Change the trained weights: the maps must follow (same layer objects, no copy).
+    mha = model.get_layer("mha")
+    mha.set_weights([w * 3.0 for w in mha.get_weights()])
+    second = attnkit.attention_maps(model, data)
+    assert not np.allclose(first["mha"], second["mha"])
+    mha.set_weights([w / 3.0 for w in mha.get_weights()])
+    np.testing.assert_allclose(model.predict(data, verbose=0), before, rtol=1e-5, atol=1e-6)
+    assert len(model.layers) == n_layers
+
+
+def test_self_attention_in_images_over_both_spatial_axes():
+    x_in = keras.Input((4, 5, 3))
+    mha = keras.layers.MultiHeadAttention(2, 4, attention_axes=(1, 2), name="spatial")
+    model = keras.Model(x_in, mha(x_in, x_in))
+    maps = attnkit.attention_maps(model, np.ones((2, 4, 5, 3), "float32"))
+    assert maps["spatial"].shape == (2, 2, 4, 5, 4, 5)
+
+
+def test_shared_layer_and_nested_model_are_keyed_apart():
+    inner_in = keras.Input((TV, D))
+    inner = keras.Model(
+        inner_in, keras.layers.Attention(name="self")([inner_in, inner_in]), name="inner"
+    )
+    q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
+    shared = keras.layers.MultiHeadAttention(1, 4, name="shared")
+    a = shared(q_in, v_in)  # (B, Tq, D)
+    b = shared(v_in, v_in)  # (B, Tv, D)
+    c = inner(v_in)
+    out = keras.layers.Concatenate(axis=1)([a, b, c])
+    model = keras.Model([q_in, v_in], out)
+    maps = attnkit.attention_maps(model, _data())
+    assert maps["shared"].shape == (B, 1, TQ, TV)
+    assert maps["shared:1"].shape == (B, 1, TV, TV)
+    assert maps["inner/self"].shape == (B, TV, TV)
+
+
+def test_sequential_model():
+    class Pool(keras.layers.Layer):
+        """Minimal attention pooling: softmax over time of a learned score."""
+
+        def build(self, input_shape):
+            self.score = keras.layers.Dense(1)
+            self.score.build(input_shape)
+
+        def call(self, x, return_attention_scores=False):
+            w = keras.ops.softmax(self.score(x)[..., 0], axis=-1)  # (B, T)
+            out = keras.ops.einsum("bt,btd->bd", w, x)
+            return (out, w) if return_attention_scores else out
+
+    model = keras.Sequential(
+        [keras.Input((TV, D)), keras.layers.Dense(D), Pool(name="pool"), keras.layers.Dense(2)]
+    )
+    maps = attnkit.attention_maps(model, _data()[1], batch_size=2)
+    assert list(maps) == ["pool"]
+    assert maps["pool"].shape == (B, TV)
+    np.testing.assert_allclose(maps["pool"].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_implicit_padding_mask_reaches_the_layer():
+    tokens = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(10, D, mask_zero=True)(tokens)
+    y = keras.layers.Attention(name="dot")([x, x])  # passes the query mask on
+    z = keras.layers.MultiHeadAttention(2, 4, name="mha")(y, y)
+    model = keras.Model(tokens, z)
+    ids = np.array([[3, 4, 0, 0, 0], [1, 2, 3, 4, 5]], "int32")
+    maps = attnkit.attention_maps(model, ids)
+    for name in ("mha", "dot"):
+        w = maps[name]
+        assert np.all(w[0, ..., 2:] == 0.0), name  # padded keys get no weight
+        assert np.all(w[1] > 0.0), name
+        # Valid queries of the padded example spread all their weight on its 2 tokens.
+        np.testing.assert_allclose(w[0, ..., :2, :2].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_model_that_already_returns_scores():
+    q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
+    out, scores = keras.layers.Attention(name="att")([q_in, v_in], return_attention_scores=True)
+    model = keras.Model([q_in, v_in], [out, scores])
+    data = _data()
+    maps = attnkit.attention_maps(model, data)
+    np.testing.assert_allclose(maps["att"], model.predict(data, verbose=0)[1], rtol=1e-6)
+
+
+_ATTNKIT_LAYERS = {
+    # name -> (constructor kwargs, call style, expected weights shape)
+    "Attention": ({"score_mode": "general"}, "list", (B, TQ, TV)),
+    "AdditiveAttention": ({"units": 6}, "list", (B, TQ, TV)),
+    "MultiHeadAttention": ({"num_heads": 2, "key_dim": 4}, "qv", (B, 2, TQ, TV)),
+}
+
+
+def _attnkit_layer(name):
+    layers = importlib.import_module("attnkit.layers")
+    if not hasattr(layers, name):
+        pytest.skip(f"attnkit.layers.{name} is not available yet")
+    return getattr(layers, name)
+
+
+@pytest.mark.parametrize("name", sorted(_ATTNKIT_LAYERS))
+def test_attnkit_layers(name):
+    kwargs, style, shape = _ATTNKIT_LAYERS[name]
+    layer = _attnkit_layer(name)(name="attn", **kwargs)
+    assert is_attention_layer(layer)
+    q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
+    out = layer([q_in, v_in]) if style == "list" else layer(q_in, v_in)
+    model = keras.Model([q_in, v_in], out)
+    maps = attnkit.attention_maps(model, _data())
+    assert maps["attn"].shape == shape
+
+
+def test_is_attention_layer():
+    assert is_attention_layer(keras.layers.MultiHeadAttention(1, 2))
+    assert is_attention_layer(keras.layers.Attention())
+    assert not is_attention_layer(keras.layers.Dense(1))
+    assert not is_attention_layer(keras.Sequential([keras.layers.Dense(1)]))
+
+
+def test_error_not_a_model():
+    with pytest.raises(ValueError, match=r"Received: model=<Dense"):
+        attnkit.attention_maps(keras.layers.Dense(1), np.ones((1, 2)))
+
+
+def test_error_subclassed_model():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.att = keras.layers.Attention()
+
+        def call(self, x):
+            return self.att([x, x])
+
+    net = Net()
+    net(np.ones((1, 2, 3), "float32"))
+    with pytest.raises(ValueError, match=r"subclassed.*Received: model=Net"):
+        attnkit.attention_maps(net, np.ones((1, 2, 3), "float32"))
+
+
+def test_error_no_attention_layer():
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Dense(1)(x), name="plain")
+    with pytest.raises(ValueError, match=r"at least one attention layer.*Received: model='plain'"):
+        attnkit.attention_maps(model, np.ones((1, 3), "float32"))
+
+
+def test_error_unbuilt_sequential():
+    model = keras.Sequential([keras.layers.Dense(2)], name="unbuilt")
+    with pytest.raises(ValueError, match=r"built model.*Received: model='unbuilt'"):
+        attnkit.attention_maps(model, np.ones((1, 3), "float32"))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_error_batch_size(batch_size):
+    with pytest.raises(ValueError, match=rf"Received: batch_size={batch_size!r}"):
+        attnkit.attention_maps(_three_attention_model(), _data(), batch_size=batch_size)
