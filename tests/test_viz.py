@@ -117,6 +117,10 @@ def test_plot_image_attention_overlays_each_map_on_its_image():
         np.testing.assert_allclose(np.asarray(base.get_array()), image)
         np.testing.assert_allclose(np.asarray(overlay.get_array()), attn.reshape(4, 4))
         assert overlay.get_extent() == base.get_extent()
+        # Unattended pixels stay see-through; the most attended is the most opaque.
+        rgba = overlay.to_rgba(attn.reshape(4, 4), norm=True)
+        assert rgba[..., 3].argmax() == attn.argmax()
+        assert overlay.cmap(0.0)[3] == 0.0
     assert [ax.get_title() for ax in axes] == ["a", "b", "c"]
 
 
@@ -128,6 +132,7 @@ def test_plot_image_attention_overlays_each_map_on_its_image():
         ({"images": np.ones((2, 8, 8)), "weights": np.ones((3, 4, 4))}, r"Received: weights.shape=\(3, 4, 4\)"),
         ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "alpha": 2}, r"Received: alpha=2"),
         ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "titles": ["a"]}, r"Received: len\(titles\)=1"),
+        ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "cmap": "nope"}, r"Received: cmap='nope'"),
     ],
 )
 def test_plot_image_attention_errors(kwargs, match):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from attnkit.viz._arrays import check_labels, check_positive_int, to_numpy
@@ -172,7 +174,7 @@ def plot_alignments(
 
 
 def plot_image_attention(
-    images, weights, titles=None, ncols=4, alpha=0.5, cmap="jet", title=None
+    images, weights, titles=None, ncols=4, alpha=0.6, cmap="jet", title=None
 ):
     """Draws images with an attention map laid over each.
 
@@ -188,8 +190,11 @@ def plot_image_attention(
             square feature map).
         titles: one title per image. Defaults to `None` (no titles).
         ncols: images per row. Defaults to `4`.
-        alpha: opacity of the attention overlay in [0, 1]. Defaults to `0.5`.
-        cmap: matplotlib colormap of the overlay. Defaults to `"jet"`.
+        alpha: opacity of the overlay where attention is highest, in [0, 1];
+            opacity falls linearly to 0 where attention is 0, so unattended
+            pixels show the image unchanged. Defaults to `0.6`.
+        cmap: matplotlib colormap of the overlay (colour scaled per image from
+            0 to its largest weight). Defaults to `"jet"`.
         title: the figure title. Defaults to `None`.
 
     Returns:
@@ -236,6 +241,11 @@ def plot_image_attention(
     if titles is not None:
         titles = check_labels(titles, n, "titles", "image")
     nrows = math.ceil(n / ncols)
+    if cmap not in colormaps:
+        raise ValueError(f"Expected a matplotlib colormap name. Received: cmap={cmap!r}")
+    colors = colormaps[cmap](np.linspace(0.0, 1.0, 256))  # (256, RGBA)
+    colors[:, 3] = np.linspace(0.0, float(alpha), 256)
+    overlay_cmap = ListedColormap(colors)
     fig = Figure(figsize=(1.8 * ncols, 1.9 * nrows + (0.4 if title else 0.0)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
@@ -245,7 +255,14 @@ def plot_image_attention(
         height, width = images.shape[1:3]
         extent = (-0.5, width - 0.5, height - 0.5, -0.5)
         ax.imshow(images[i], cmap="gray_r" if images.ndim == 3 else None, extent=extent)
-        ax.imshow(weights[i], cmap=cmap, alpha=float(alpha), interpolation="bilinear", extent=extent)
+        ax.imshow(
+            weights[i],
+            cmap=overlay_cmap,
+            vmin=0.0,
+            vmax=max(float(weights[i].max()), 1e-12),
+            interpolation="bilinear",
+            extent=extent,
+        )
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     if title is not None:
