@@ -1,19 +1,77 @@
-"""The ``attnkit`` command line."""
+"""The ``attnkit`` command line.
+
+    attnkit info                         versions, backend, devices
+    attnkit demo dates|addition|digits   train a demo model, print its accuracy, save plots
+    attnkit bench                        the attention benchmark table
+
+Every command takes ``--backend``. Keras fixes its backend when it is first
+imported, and importing ``attnkit.cli`` already imports Keras (through
+``attnkit``), so when ``--backend`` names another backend the console script
+re-runs itself in a fresh interpreter with ``KERAS_BACKEND`` set. Called
+in-process (``main([...])``), a mismatched ``--backend`` is an error instead.
+
+Subcommands live in their own modules, imported only when chosen, each with
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import subprocess
 import sys
 
+BACKENDS = ("jax", "torch", "tensorflow")
+DEMOS = {
+    "dates": (
+        "attnkit.cli.demos.dates",
+        "human-readable dates to ISO 8601: encoder-decoder with attention",
+    ),
+    "addition": (
+        "attnkit.cli.demos.addition",
+        "Raffel & Ellis (2015) addition problem with attention pooling",
+    ),
+    "digits": (
+        "attnkit.cli.demos.digits",
+        "scikit-learn digits: conv net with spatial self-attention",
+    ),
+}
+BENCH_MODULE = "attnkit.cli.bench"
+_REEXEC_FLAG = "ATTNKIT_CLI_REEXEC"
 
-def _set_backend(argv):
-    """Honours ``--backend`` before Keras is imported anywhere."""
+
+def _requested_backend(argv):
+    """The value of the last ``--backend`` option in ``argv``, or None."""
+    backend = None
     for i, arg in enumerate(argv):
+        if arg == "--":
+            break
         if arg == "--backend" and i + 1 < len(argv):
-            os.environ["KERAS_BACKEND"] = argv[i + 1]
+            backend = argv[i + 1]
         elif arg.startswith("--backend="):
-            os.environ["KERAS_BACKEND"] = arg.split("=", 1)[1]
+            backend = arg.split("=", 1)[1]
+    return backend
+
+
+def _running_backend():
+    if "keras" not in sys.modules:
+        return None
+    import keras
+
+    return keras.backend.backend()
+
+
+def add_backend_argument(parser):
+    """Adds ``--backend`` unless the parser has it already."""
+    try:
+        parser.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
+        )
+    except argparse.ArgumentError:  # the subcommand's module added its own
+        pass
 
 
 def cmd_info(args):
@@ -53,25 +111,98 @@ def cmd_info(args):
     return 0
 
 
-def build_parser():
+def _unavailable(command, module_name, error):
+    def run(args):
+        if isinstance(error, ModuleNotFoundError) and error.name == module_name:
+            print(f"attnkit {command} is not available yet ({module_name} is missing).", file=sys.stderr)
+        else:
+            print(f"attnkit {command} failed to load: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _add_module_command(sub, name, module_name, help_text, selected, command):
+    """A subcommand whose arguments and behaviour come from ``module_name``.
+
+    The module is imported only when this subcommand is the one being run, so
+    ``attnkit --help`` and the other commands never pay for (or break on) it.
+    """
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    if not selected:
+        return parser
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        parser.description = f"{help_text} (not available yet)"
+        parser.set_defaults(func=_unavailable(command, module_name, error), accepts_any=True)
+        return parser
+    module.add_arguments(parser)
+    add_backend_argument(parser)
+    parser.set_defaults(func=module.run)
+    return parser
+
+
+def build_parser(argv=()):
+    """The full parser; only the subcommand named in ``argv`` imports its module."""
+    argv = list(argv)
     parser = argparse.ArgumentParser(
         prog="attnkit",
         description="attnkit: attention layers for Keras 3 on JAX, PyTorch and TensorFlow.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     info = sub.add_parser("info", help="versions, backend and devices")
-    info.add_argument("--backend", choices=("jax", "torch", "tensorflow"), help="Keras backend")
+    add_backend_argument(info)
     info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train a demo model, print its accuracy and save attention plots",
+        description="Train a demo model, print its accuracy and save attention plots.",
+    )
+    demos = demo.add_subparsers(dest="demo", required=True, metavar="DEMO")
+    chosen = argv[1] if len(argv) > 1 and argv[0] == "demo" else None
+    for name, (module_name, help_text) in DEMOS.items():
+        _add_module_command(
+            demos, name, module_name, help_text, name == chosen, f"demo {name}"
+        )
+
+    _add_module_command(
+        sub,
+        "bench",
+        BENCH_MODULE,
+        "attention benchmark table",
+        bool(argv) and argv[0] == "bench",
+        "bench",
+    )
     return parser
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    _set_backend(argv)
+    from_console = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    requested = _requested_backend(argv)
+    running = _running_backend()
+    if requested in BACKENDS and running is not None and requested != running:
+        if from_console and not os.environ.get(_REEXEC_FLAG):
+            env = {**os.environ, "KERAS_BACKEND": requested, _REEXEC_FLAG: "1"}
+            return subprocess.call([sys.executable, "-m", "attnkit.cli.main", *argv], env=env)
+        print(
+            f"attnkit: --backend {requested} was asked for, but Keras already runs on "
+            f"{running} in this process; set KERAS_BACKEND={requested} before starting Python.",
+            file=sys.stderr,
+        )
+        return 2
+    if requested in BACKENDS:
+        os.environ["KERAS_BACKEND"] = requested
     from attnkit._default_backend import apply_default_backend
 
     apply_default_backend()
-    args = build_parser().parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_any", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

@@ -1,0 +1,1 @@
+"""``attnkit demo`` commands: each module has ``add_arguments(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,225 @@
+"""The ``attnkit`` command line: parsing, delegation, backends, and one smoke run per demo."""
+
+import os
+import subprocess
+import sys
+import types
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+from attnkit.cli import main as cli
+from attnkit.cli.demos import common
+
+BACKEND = keras.backend.backend()
+OTHER_BACKEND = next(b for b in ("jax", "torch", "tensorflow") if b != BACKEND)
+
+
+def _run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _exit_code(capsys, *argv):
+    with pytest.raises(SystemExit) as info:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def _fake_module(monkeypatch, name, run):
+    module = types.ModuleType(name)
+
+    def add_arguments(parser):
+        common.add_common_arguments(parser, epochs=3, out="attnkit-out/fake")
+        parser.add_argument("--length", type=int, default=7)
+
+    module.add_arguments = add_arguments
+    module.run = run
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def _require_layers(*names):
+    import attnkit.layers
+
+    missing = [n for n in names if not hasattr(attnkit.layers, n)]
+    if missing:
+        pytest.skip(f"attnkit.layers lacks {missing} so far")
+
+
+def _check_png(path):
+    assert path.is_file(), path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100
+    assert pixels.std() > 0.01  # something was drawn
+
+
+# --help everywhere
+
+
+def test_top_level_help_lists_the_commands(capsys):
+    code, out, _ = _exit_code(capsys, "--help")
+    assert code == 0
+    for command in ("info", "demo", "bench"):
+        assert command in out
+
+
+def test_demo_help_lists_the_demos(capsys):
+    code, out, _ = _exit_code(capsys, "demo", "--help")
+    assert code == 0
+    for name in ("dates", "addition", "digits"):
+        assert name in out
+
+
+@pytest.mark.parametrize("name", ["dates", "addition", "digits"])
+def test_every_demo_takes_the_common_flags(capsys, name):
+    module_name, _ = cli.DEMOS[name]
+    try:
+        __import__(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        pytest.skip(f"{module_name} is not there yet")
+    code, out, _ = _exit_code(capsys, "demo", name, "--help")
+    assert code == 0
+    for flag in ("--epochs", "--seed", "--out", "--backend"):
+        assert flag in out, flag
+
+
+def test_info_and_bench_help(capsys):
+    code, out, _ = _exit_code(capsys, "info", "--help")
+    assert code == 0 and "--backend" in out
+
+
+# info and backends
+
+
+def test_info_reports_the_running_backend(capsys):
+    rc, out, _ = _run(capsys, "info", "--backend", BACKEND)
+    assert rc == 0
+    assert f"backend   {BACKEND}" in out
+    assert f"keras     {keras.__version__}" in out
+
+
+def test_in_process_backend_mismatch_is_an_error(capsys):
+    rc, _, err = _run(capsys, "info", "--backend", OTHER_BACKEND)
+    assert rc == 2
+    assert f"--backend {OTHER_BACKEND}" in err and f"runs on {BACKEND}" in err
+
+
+def test_console_script_switches_backend(tmp_path):
+    """`--backend` wins over KERAS_BACKEND even though importing attnkit imports Keras."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("ATTNKIT_CLI_REEXEC", None)
+    code = "import sys; from attnkit.cli.main import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "info", "--backend", OTHER_BACKEND],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"backend   {OTHER_BACKEND}" in result.stdout
+
+
+# argument errors name the argument and the value
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--epochs", "0"], "argument --epochs: expected a positive integer. Received: '0'"),
+        (["--epochs", "two"], "argument --epochs: expected a positive integer. Received: 'two'"),
+        (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["--backend", "numpy"], "argument --backend: invalid choice: 'numpy'"),
+        (["--nope"], "unrecognized arguments: --nope"),
+    ],
+)
+def test_bad_demo_arguments_exit_2_naming_argument_and_value(capsys, monkeypatch, argv, match):
+    _fake_module(monkeypatch, "attnkit.cli.demos.digits", run=lambda args: 0)
+    code, _, err = _exit_code(capsys, "demo", "digits", *argv)
+    assert code == 2
+    assert match in err
+
+
+def test_missing_command_and_unknown_demo(capsys):
+    assert _exit_code(capsys)[0] == 2
+    code, _, err = _exit_code(capsys, "demo", "mnist")
+    assert code == 2 and "invalid choice: 'mnist'" in err
+
+
+# delegation to command modules
+
+
+def test_demo_delegates_to_its_module(capsys, monkeypatch, tmp_path):
+    seen = {}
+
+    def run(args):
+        seen.update(vars(args))
+        return 7
+
+    _fake_module(monkeypatch, "attnkit.cli.demos.dates", run)
+    rc, _, _ = _run(
+        capsys, "demo", "dates", "--epochs", "2", "--seed", "5", "--out", str(tmp_path), "--length", "9"
+    )
+    assert rc == 7
+    assert seen["epochs"] == 2 and seen["seed"] == 5 and seen["length"] == 9
+    assert str(seen["out"]) == str(tmp_path)
+
+
+def test_bench_delegates_to_its_module(capsys, monkeypatch):
+    module = types.ModuleType("attnkit.cli.bench")
+    module.add_arguments = lambda parser: parser.add_argument("--plot", action="store_true")
+    module.run = lambda args: 0 if args.plot else 1
+    monkeypatch.setitem(sys.modules, "attnkit.cli.bench", module)
+    assert _run(capsys, "bench", "--plot")[0] == 0
+    assert _run(capsys, "bench", "--backend", BACKEND)[0] == 1  # --backend added for it
+
+
+def test_missing_module_exits_2_with_a_message(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "BENCH_MODULE", "attnkit.cli.not_there")
+    rc, _, err = _run(capsys, "bench", "--plot", "--rows", "3")
+    assert rc == 2
+    assert "attnkit bench is not available yet (attnkit.cli.not_there is missing)" in err
+    monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit.cli.demos.not_there", "help"))
+    rc, _, err = _run(capsys, "demo", "dates", "--epochs", "1")
+    assert rc == 2 and "attnkit demo dates is not available yet" in err
+
+
+def test_module_failing_to_import_exits_2_with_the_error(capsys, monkeypatch, tmp_path):
+    (tmp_path / "attnkit_broken_demo.py").write_text("from keras import not_a_name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit_broken_demo", "help"))
+    rc, _, err = _run(capsys, "demo", "dates")
+    assert rc == 2
+    assert "attnkit demo dates failed to load: ImportError" in err and "not_a_name" in err
+
+
+# demo smoke runs: tiny data, one epoch; artefacts exist and are valid
+
+
+def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
+    _require_layers("MultiHeadAttention", "AttentionPooling")
+    weights, lines = [], []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        rc, stdout, _ = _run(
+            capsys, "demo", "digits", "--epochs", "1", "--limit", "200", "--seed", "3", "--out", str(out)
+        )
+        assert rc == 0
+        lines.append([line for line in stdout.splitlines() if line.startswith("test accuracy: ")])
+        assert len(lines[-1]) == 1
+        _check_png(out / "digits_attention.png")
+        model = keras.saving.load_model(out / "digits.keras")
+        probs = model.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
+        assert probs.shape == (2, 10)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        weights.append(model.get_weights())
+    assert lines[0] == lines[1]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
