@@ -11,6 +11,7 @@ from attnkit.viz import (
     plot_alignments,
     plot_attention,
     plot_image_attention,
+    plot_sequence_attention,
     save_figure,
 )
 
@@ -138,6 +139,45 @@ def test_plot_image_attention_overlays_each_map_on_its_image():
 def test_plot_image_attention_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         plot_image_attention(**kwargs)
+
+
+# plot_sequence_attention
+
+
+def test_plot_sequence_attention_curves_and_marked_positions():
+    w = _weights((2, 30))
+    values = np.linspace(-1, 1, 60).reshape(2, 30)
+    fig = plot_sequence_attention(w, highlight=[[3, 20], [5, 11]], values=values, titles=["a", "b"])
+    panels = [ax for ax in fig.axes if ax.get_ylabel() == "attention"]
+    assert len(panels) == 2
+    for ax, row, marks in zip(panels, w, [[3, 20], [5, 11]]):
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), row)
+        bands = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+        np.testing.assert_allclose(bands, marks)
+    inputs = [ax for ax in fig.axes if ax.get_ylabel() == "input"]
+    np.testing.assert_allclose(inputs[1].lines[0].get_ydata(), values[1])
+
+
+def test_plot_sequence_attention_shared_marks_for_a_single_sequence():
+    fig = plot_sequence_attention(_weights((10,)), highlight=[0, 9])
+    (ax,) = fig.axes
+    assert sorted(p.get_x() + p.get_width() / 2 for p in ax.patches) == [0, 9]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weights": np.ones((2, 3, 4))}, r"Received: weights.shape=\(2, 3, 4\)"),
+        ({"weights": np.ones((2, 5)), "values": np.ones((2, 4))}, r"Received: values.shape=\(2, 4\)"),
+        ({"weights": np.ones((2, 5)), "highlight": [[1], [2], [3]]}, r"Received: len\(highlight\)=3"),
+        ({"weights": np.ones((1, 5)), "highlight": [5]}, r"Received: highlight=\[5\]"),
+        ({"weights": np.ones((1, 5)), "highlight": [1.5]}, r"Received: highlight=\[1.5\]"),
+        ({"weights": np.ones((2, 5)), "titles": ["a"]}, r"Received: len\(titles\)=1"),
+    ],
+)
+def test_plot_sequence_attention_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plot_sequence_attention(**kwargs)
 
 
 # save_figure

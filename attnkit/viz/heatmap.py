@@ -268,3 +268,94 @@ def plot_image_attention(
     if title is not None:
         fig.suptitle(str(title))
     return fig
+
+
+def plot_sequence_attention(
+    weights, highlight=None, values=None, titles=None, title=None, color="tab:blue"
+):
+    """Draws attention over a long sequence as a curve, one panel per sequence.
+
+    For sequences too long for a heatmap's labels, e.g. attention pooling over
+    hundreds of steps. Positions in `highlight` (the ones that matter for the
+    task) are marked with red bands, and optional input values are drawn in grey
+    on a second axis.
+
+    Args:
+        weights: `(T,)` or `(N, T)` attention weights over time.
+        highlight: positions to mark: a list of indices for all panels, or one
+            list per panel. Defaults to `None`.
+        values: `(T,)` or `(N, T)` input values to draw under the weights.
+            Defaults to `None`.
+        titles: one title per panel. Defaults to `None`.
+        title: the figure title. Defaults to `None`.
+        color: colour of the attention curve. Defaults to `"tab:blue"`.
+
+    Returns:
+        The `matplotlib.figure.Figure` holding the panels.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from attnkit.viz import plot_sequence_attention
+    >>> w = np.full((2, 50), 0.02)
+    >>> fig = plot_sequence_attention(w, highlight=[[3, 30], [5, 40]])
+    """
+    weights = to_numpy(weights, "weights")
+    if weights.ndim == 1:
+        weights = weights[None, :]  # (1, T)
+    if weights.ndim != 2 or weights.shape[1] == 0:
+        raise ValueError(
+            f"Expected `weights` of shape (T,) or (N, T). Received: weights.shape={weights.shape}"
+        )
+    n, t = weights.shape
+    if n == 0:
+        raise ValueError(f"Expected at least one sequence. Received: weights.shape={weights.shape}")
+    if values is not None:
+        values = to_numpy(values, "values")
+        if values.ndim == 1:
+            values = values[None, :]
+        if values.shape != weights.shape:
+            raise ValueError(
+                f"Expected `values` shaped like `weights` {weights.shape}. "
+                f"Received: values.shape={values.shape}"
+            )
+    if highlight is None:
+        marks = [[] for _ in range(n)]
+    else:
+        highlight = list(highlight)
+        per_panel = len(highlight) > 0 and all(np.ndim(h) == 1 for h in highlight)
+        marks = [list(h) for h in highlight] if per_panel else [highlight] * n
+        if len(marks) != n:
+            raise ValueError(
+                f"Expected one list of positions per sequence ({n}). "
+                f"Received: len(highlight)={len(marks)}"
+            )
+        for row in marks:
+            for pos in row:
+                if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)) or not 0 <= pos < t:
+                    raise ValueError(
+                        f"Expected positions in highlight to be integers in [0, {t}). "
+                        f"Received: highlight={highlight!r}"
+                    )
+    if titles is not None:
+        titles = check_labels(titles, n, "titles", "sequence")
+    fig = Figure(figsize=(9.0, 1.9 * n + (0.4 if title else 0.0)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n, 1, squeeze=False)).ravel()
+    steps = np.arange(t)
+    for i, ax in enumerate(axes):
+        if values is not None:
+            twin = ax.twinx()
+            twin.plot(steps, values[i], color="0.7", linewidth=0.8, zorder=0)
+            twin.set_ylabel("input", color="0.5")
+        for pos in marks[i]:
+            ax.axvspan(pos - 0.5, pos + 0.5, color="tab:red", alpha=0.3, linewidth=0)
+        ax.plot(steps, weights[i], color=color, linewidth=1.2)
+        ax.set_xlim(-0.5, t - 0.5)
+        ax.set_ylim(bottom=0.0)
+        ax.set_ylabel("attention")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    axes[-1].set_xlabel("time step")
+    if title is not None:
+        fig.suptitle(str(title))
+    return fig
