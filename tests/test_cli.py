@@ -223,3 +223,19 @@ def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
     assert lines[0] == lines[1]
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_demo_addition_smoke(capsys, tmp_path):
+    pytest.importorskip("attnkit.data.addition", reason="the addition task is not there yet")
+    rc, stdout, _ = _run(
+        capsys,
+        "demo", "addition", "--length", "12", "--epochs", "2", "--steps", "3",
+        "--batch-size", "8", "--test-size", "20", "--out", str(tmp_path),
+    )
+    assert rc == 0
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1", "epoch 2"]
+    assert all("test accuracy" in line and "|error| < 0.04" in line for line in epochs)
+    _check_png(tmp_path / "addition_attention.png")
+    model = keras.saving.load_model(tmp_path / "addition.keras")
+    assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(2, -1).shape == (2, 1)
