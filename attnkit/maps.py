@@ -36,7 +36,7 @@ _FLAG = "return_attention_scores"
 
 
 def is_attention_layer(layer) -> bool:
-    """Whether ``layer.call`` takes ``return_attention_scores`` (Keras and attnkit layers)."""
+    """Whether ``layer.call`` takes ``return_attention_scores``."""
     if isinstance(layer, keras.Model):
         return False
     try:
@@ -55,7 +55,9 @@ class _WithScores(keras.layers.Layer):
     """Calls an attention layer (same object, same weights) asking for its weights."""
 
     def __init__(self, layer, **kwargs):
-        super().__init__(name=f"{layer.name}_with_scores", dtype=layer.dtype_policy, **kwargs)
+        super().__init__(
+            name=f"{layer.name}_with_scores", dtype=layer.dtype_policy, **kwargs
+        )
         self.layer = layer
         # The wrapped layer sets its output's mask itself; claiming support keeps
         # Keras from warning that the wrapper drops it.
@@ -74,7 +76,8 @@ class _Recorder:
     def __init__(self):
         self.maps = {}  # key -> symbolic weights
         self._calls = {}  # id(layer) -> number of calls so far
-        self._wrappers = {}  # id(layer) -> _WithScores, one per layer as names must be unique
+        # id(layer) -> _WithScores: one per layer, as names must be unique in a model
+        self._wrappers = {}
 
     def _key(self, layer):
         n = self._calls.get(id(layer), 0)
@@ -105,7 +108,8 @@ def _trace(model):
     recorder = _Recorder()
     if isinstance(model, keras.Sequential):
         inputs = [
-            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
+            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+            for x in model.inputs
         ]
         x = inputs[0]
         for layer in model.layers:
@@ -129,7 +133,9 @@ def _extractor(model):
             f"`Input`). Received: model={model.name!r}"
         )
     inputs, maps = _trace(model)
-    extractor = keras.Model(inputs, maps, name=f"{model.name}_attention_maps") if maps else None
+    extractor = (
+        keras.Model(inputs, maps, name=f"{model.name}_attention_maps") if maps else None
+    )
     try:
         _CACHE[model] = extractor
     except TypeError:
@@ -180,10 +186,13 @@ def attention_maps(model, inputs, batch_size=None) -> dict:
             f"Received: model={type(model).__name__}"
         )
     if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
     ):
         raise ValueError(
-            f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}"
+            "Expected `batch_size` to be a positive integer. "
+            f"Received: batch_size={batch_size!r}"
         )
     extractor = _extractor(model)
     if extractor is None:

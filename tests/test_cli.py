@@ -1,4 +1,4 @@
-"""The ``attnkit`` command line: parsing, delegation, backends, and one smoke run per demo."""
+"""The ``attnkit`` command line: parsing, delegation, backends, demo smoke runs."""
 
 import os
 import subprocess
@@ -112,7 +112,7 @@ def test_in_process_backend_mismatch_is_an_error(capsys):
 
 
 def test_console_script_switches_backend(tmp_path):
-    """`--backend` wins over KERAS_BACKEND even though importing attnkit imports Keras."""
+    """`--backend` wins over KERAS_BACKEND though importing attnkit imports Keras."""
     env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("ATTNKIT_CLI_REEXEC", None)
     code = "import sys; from attnkit.cli.main import main; sys.exit(main())"
@@ -133,14 +133,22 @@ def test_console_script_switches_backend(tmp_path):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["--epochs", "0"], "argument --epochs: expected a positive integer. Received: '0'"),
-        (["--epochs", "two"], "argument --epochs: expected a positive integer. Received: 'two'"),
+        (
+            ["--epochs", "0"],
+            "argument --epochs: expected a positive integer. Received: '0'",
+        ),
+        (
+            ["--epochs", "two"],
+            "argument --epochs: expected a positive integer. Received: 'two'",
+        ),
         (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
         (["--backend", "numpy"], "argument --backend: invalid choice: 'numpy'"),
         (["--nope"], "unrecognized arguments: --nope"),
     ],
 )
-def test_bad_demo_arguments_exit_2_naming_argument_and_value(capsys, monkeypatch, argv, match):
+def test_bad_demo_arguments_exit_2_naming_argument_and_value(
+    capsys, monkeypatch, argv, match
+):
     _fake_module(monkeypatch, "attnkit.cli.demos.digits", run=lambda args: 0)
     code, _, err = _exit_code(capsys, "demo", "digits", *argv)
     assert code == 2
@@ -165,7 +173,17 @@ def test_demo_delegates_to_its_module(capsys, monkeypatch, tmp_path):
 
     _fake_module(monkeypatch, "attnkit.cli.demos.dates", run)
     rc, _, _ = _run(
-        capsys, "demo", "dates", "--epochs", "2", "--seed", "5", "--out", str(tmp_path), "--length", "9"
+        capsys,
+        "demo",
+        "dates",
+        "--epochs",
+        "2",
+        "--seed",
+        "5",
+        "--out",
+        str(tmp_path),
+        "--length",
+        "9",
     )
     assert rc == 7
     assert seen["epochs"] == 2 and seen["seed"] == 5 and seen["length"] == 9
@@ -174,7 +192,9 @@ def test_demo_delegates_to_its_module(capsys, monkeypatch, tmp_path):
 
 def test_bench_delegates_to_its_module(capsys, monkeypatch):
     module = types.ModuleType("attnkit.cli.bench")
-    module.add_arguments = lambda parser: parser.add_argument("--plot", action="store_true")
+    module.add_arguments = lambda parser: parser.add_argument(
+        "--plot", action="store_true"
+    )
     module.run = lambda args: 0 if args.plot else 1
     monkeypatch.setitem(sys.modules, "attnkit.cli.bench", module)
     assert _run(capsys, "bench", "--plot")[0] == 0
@@ -185,7 +205,9 @@ def test_missing_module_exits_2_with_a_message(capsys, monkeypatch):
     monkeypatch.setattr(cli, "BENCH_MODULE", "attnkit.cli.not_there")
     rc, _, err = _run(capsys, "bench", "--plot", "--rows", "3")
     assert rc == 2
-    assert "attnkit bench is not available yet (attnkit.cli.not_there is missing)" in err
+    assert (
+        "attnkit bench is not available yet (attnkit.cli.not_there is missing)" in err
+    )
     monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit.cli.demos.not_there", "help"))
     rc, _, err = _run(capsys, "demo", "dates", "--epochs", "1")
     assert rc == 2 and "attnkit demo dates is not available yet" in err
@@ -197,7 +219,9 @@ def test_module_failing_to_import_exits_2_with_the_error(capsys, monkeypatch, tm
     monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit_broken_demo", "help"))
     rc, _, err = _run(capsys, "demo", "dates")
     assert rc == 2
-    assert "attnkit demo dates failed to load: ImportError" in err and "not_a_name" in err
+    assert (
+        "attnkit demo dates failed to load: ImportError" in err and "not_a_name" in err
+    )
 
 
 # demo smoke runs: tiny data, one epoch; artefacts exist and are valid
@@ -209,10 +233,22 @@ def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
     for run in ("a", "b"):
         out = tmp_path / run
         rc, stdout, _ = _run(
-            capsys, "demo", "digits", "--epochs", "1", "--limit", "200", "--seed", "3", "--out", str(out)
+            capsys,
+            "demo",
+            "digits",
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
         )
         assert rc == 0
-        lines.append([line for line in stdout.splitlines() if line.startswith("test accuracy: ")])
+        lines.append(
+            [line for line in stdout.splitlines() if line.startswith("test accuracy: ")]
+        )
         assert len(lines[-1]) == 1
         _check_png(out / "digits_attention.png")
         model = keras.saving.load_model(out / "digits.keras")
@@ -221,16 +257,30 @@ def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
         weights.append(model.get_weights())
     assert lines[0] == lines[1]
-    for a, b in zip(*weights):
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_demo_addition_smoke(capsys, tmp_path):
-    pytest.importorskip("attnkit.data.addition", reason="the addition task is not there yet")
+    pytest.importorskip(
+        "attnkit.data.addition", reason="the addition task is not there yet"
+    )
     rc, stdout, _ = _run(
         capsys,
-        "demo", "addition", "--length", "12", "--epochs", "2", "--steps", "3",
-        "--batch-size", "8", "--test-size", "20", "--out", str(tmp_path),
+        "demo",
+        "addition",
+        "--length",
+        "12",
+        "--epochs",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--test-size",
+        "20",
+        "--out",
+        str(tmp_path),
     )
     assert rc == 0
     epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
@@ -238,4 +288,6 @@ def test_demo_addition_smoke(capsys, tmp_path):
     assert all("test accuracy" in line and "|error| < 0.04" in line for line in epochs)
     _check_png(tmp_path / "addition_attention.png")
     model = keras.saving.load_model(tmp_path / "addition.keras")
-    assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(2, -1).shape == (2, 1)
+    assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(
+        2, -1
+    ).shape == (2, 1)

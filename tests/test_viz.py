@@ -61,8 +61,14 @@ def test_plot_attention_draws_into_a_given_axes():
     "kwargs, match",
     [
         ({"weights": np.ones((2, 3, 4))}, r"Received: weights.shape=\(2, 3, 4\)"),
-        ({"weights": np.ones((2, 3)), "query_labels": ["a"]}, r"Received: len\(query_labels\)=1"),
-        ({"weights": np.ones((2, 3)), "key_labels": ["a", "b"]}, r"Received: len\(key_labels\)=2"),
+        (
+            {"weights": np.ones((2, 3)), "query_labels": ["a"]},
+            r"Received: len\(query_labels\)=1",
+        ),
+        (
+            {"weights": np.ones((2, 3)), "key_labels": ["a", "b"]},
+            r"Received: len\(key_labels\)=2",
+        ),
         ({"weights": np.array([[0.5, np.nan]])}, r"NaN or inf.*Received: weights="),
         ({"weights": np.array([["a", "b"]])}, r"Received: weights.dtype=<U1"),
         ({"weights": np.ones((2, 3)), "ax": "left"}, r"Received: ax='left'"),
@@ -81,11 +87,13 @@ def test_plot_alignments_one_panel_per_head_on_a_shared_scale():
     fig = plot_alignments(w, titles=["h0", "h1", "h2"], ncols=2, title="heads")
     axes = _heatmap_axes(fig)
     assert [ax.get_title() for ax in axes] == ["h0", "h1", "h2"]
-    for ax, expected in zip(axes, w):
+    for ax, expected in zip(axes, w, strict=True):
         np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), expected)
         assert ax.images[0].get_clim() == (w.min(), w.max())
     assert fig.get_suptitle() == "heads"
-    assert sum(ax.get_visible() and ax.axison for ax in fig.axes if not ax.images) == 1  # colorbar
+    assert (
+        sum(ax.get_visible() and ax.axison for ax in fig.axes if not ax.images) == 1
+    )  # colorbar
 
 
 @pytest.mark.parametrize(
@@ -93,10 +101,19 @@ def test_plot_alignments_one_panel_per_head_on_a_shared_scale():
     [
         ({"weights": np.ones((2, 3))}, r"Received: weights.shape=\(2, 3\)"),
         ({"weights": np.ones((1, 2, 2, 3))}, r"weights\[0\].*Received: weights.shape"),
-        ({"weights": np.ones((0, 2, 3))}, r"at least one panel.*Received: weights.shape=\(0, 2, 3\)"),
+        (
+            {"weights": np.ones((0, 2, 3))},
+            r"at least one panel.*Received: weights.shape=\(0, 2, 3\)",
+        ),
         ({"weights": np.ones((2, 2, 3)), "ncols": 0}, r"Received: ncols=0"),
-        ({"weights": np.ones((2, 2, 3)), "titles": ["a"]}, r"Received: len\(titles\)=1"),
-        ({"weights": np.ones((2, 2, 3)), "key_labels": ["a"]}, r"Received: len\(key_labels\)=1"),
+        (
+            {"weights": np.ones((2, 2, 3)), "titles": ["a"]},
+            r"Received: len\(titles\)=1",
+        ),
+        (
+            {"weights": np.ones((2, 2, 3)), "key_labels": ["a"]},
+            r"Received: len\(key_labels\)=1",
+        ),
     ],
 )
 def test_plot_alignments_errors(kwargs, match):
@@ -113,7 +130,7 @@ def test_plot_image_attention_overlays_each_map_on_its_image():
     fig = plot_image_attention(images, maps, titles=["a", "b", "c"], ncols=2)
     axes = [ax for ax in fig.axes if ax.images]
     assert len(axes) == 3
-    for ax, image, attn in zip(axes, images, maps):
+    for ax, image, attn in zip(axes, images, maps, strict=True):
         base, overlay = ax.images
         np.testing.assert_allclose(np.asarray(base.get_array()), image)
         np.testing.assert_allclose(np.asarray(overlay.get_array()), attn.reshape(4, 4))
@@ -128,12 +145,38 @@ def test_plot_image_attention_overlays_each_map_on_its_image():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"images": np.ones((2, 8)), "weights": np.ones((2, 4))}, r"Received: images.shape=\(2, 8\)"),
-        ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 5))}, r"Received: weights.shape=\(2, 5\)"),
-        ({"images": np.ones((2, 8, 8)), "weights": np.ones((3, 4, 4))}, r"Received: weights.shape=\(3, 4, 4\)"),
-        ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "alpha": 2}, r"Received: alpha=2"),
-        ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "titles": ["a"]}, r"Received: len\(titles\)=1"),
-        ({"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "cmap": "nope"}, r"Received: cmap='nope'"),
+        (
+            {"images": np.ones((2, 8)), "weights": np.ones((2, 4))},
+            r"Received: images.shape=\(2, 8\)",
+        ),
+        (
+            {"images": np.ones((2, 8, 8)), "weights": np.ones((2, 5))},
+            r"Received: weights.shape=\(2, 5\)",
+        ),
+        (
+            {"images": np.ones((2, 8, 8)), "weights": np.ones((3, 4, 4))},
+            r"Received: weights.shape=\(3, 4, 4\)",
+        ),
+        (
+            {"images": np.ones((2, 8, 8)), "weights": np.ones((2, 4, 4)), "alpha": 2},
+            r"Received: alpha=2",
+        ),
+        (
+            {
+                "images": np.ones((2, 8, 8)),
+                "weights": np.ones((2, 4, 4)),
+                "titles": ["a"],
+            },
+            r"Received: len\(titles\)=1",
+        ),
+        (
+            {
+                "images": np.ones((2, 8, 8)),
+                "weights": np.ones((2, 4, 4)),
+                "cmap": "nope",
+            },
+            r"Received: cmap='nope'",
+        ),
     ],
 )
 def test_plot_image_attention_errors(kwargs, match):
@@ -147,10 +190,12 @@ def test_plot_image_attention_errors(kwargs, match):
 def test_plot_sequence_attention_curves_and_marked_positions():
     w = _weights((2, 30))
     values = np.linspace(-1, 1, 60).reshape(2, 30)
-    fig = plot_sequence_attention(w, highlight=[[3, 20], [5, 11]], values=values, titles=["a", "b"])
+    fig = plot_sequence_attention(
+        w, highlight=[[3, 20], [5, 11]], values=values, titles=["a", "b"]
+    )
     panels = [ax for ax in fig.axes if ax.get_ylabel() == "attention"]
     assert len(panels) == 2
-    for ax, row, marks in zip(panels, w, [[3, 20], [5, 11]]):
+    for ax, row, marks in zip(panels, w, [[3, 20], [5, 11]], strict=True):
         np.testing.assert_allclose(ax.lines[0].get_ydata(), row)
         bands = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
         np.testing.assert_allclose(bands, marks)
@@ -168,10 +213,19 @@ def test_plot_sequence_attention_shared_marks_for_a_single_sequence():
     "kwargs, match",
     [
         ({"weights": np.ones((2, 3, 4))}, r"Received: weights.shape=\(2, 3, 4\)"),
-        ({"weights": np.ones((2, 5)), "values": np.ones((2, 4))}, r"Received: values.shape=\(2, 4\)"),
-        ({"weights": np.ones((2, 5)), "highlight": [[1], [2], [3]]}, r"Received: len\(highlight\)=3"),
+        (
+            {"weights": np.ones((2, 5)), "values": np.ones((2, 4))},
+            r"Received: values.shape=\(2, 4\)",
+        ),
+        (
+            {"weights": np.ones((2, 5)), "highlight": [[1], [2], [3]]},
+            r"Received: len\(highlight\)=3",
+        ),
         ({"weights": np.ones((1, 5)), "highlight": [5]}, r"Received: highlight=\[5\]"),
-        ({"weights": np.ones((1, 5)), "highlight": [1.5]}, r"Received: highlight=\[1.5\]"),
+        (
+            {"weights": np.ones((1, 5)), "highlight": [1.5]},
+            r"Received: highlight=\[1.5\]",
+        ),
         ({"weights": np.ones((2, 5)), "titles": ["a"]}, r"Received: len\(titles\)=1"),
     ],
 )
@@ -236,8 +290,14 @@ def test_highlight_text_all_zero_weights_gives_no_shading():
         ({"tokens": "abc", "weights": [1, 1, 1]}, r"Received: tokens='abc'"),
         ({"tokens": ["a", "b"], "weights": [1.0]}, r"Received: weights.shape=\(1,\)"),
         ({"tokens": ["a"], "weights": [[1.0]]}, r"Received: weights.shape=\(1, 1\)"),
-        ({"tokens": ["a", "b"], "weights": [0.5, -0.1]}, r"Received: min\(weights\)=-0.1"),
-        ({"tokens": ["a"], "weights": [1.0], "color": "nocolour"}, r"Received: color='nocolour'"),
+        (
+            {"tokens": ["a", "b"], "weights": [0.5, -0.1]},
+            r"Received: min\(weights\)=-0.1",
+        ),
+        (
+            {"tokens": ["a"], "weights": [1.0], "color": "nocolour"},
+            r"Received: color='nocolour'",
+        ),
     ],
 )
 def test_highlight_text_errors(kwargs, match):

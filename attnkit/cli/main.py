@@ -1,7 +1,7 @@
 """The ``attnkit`` command line.
 
     attnkit info                         versions, backend, devices
-    attnkit demo dates|addition|digits   train a demo model, print its accuracy, save plots
+    attnkit demo dates|addition|digits   train a demo model, print accuracy, save plots
     attnkit bench                        the attention benchmark table
 
 Every command takes ``--backend``. Keras fixes its backend when it is first
@@ -68,7 +68,8 @@ def add_backend_argument(parser):
         parser.add_argument(
             "--backend",
             choices=BACKENDS,
-            help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
+            help="Keras backend to run on "
+            "(default: $KERAS_BACKEND, else attnkit's default)",
         )
     except argparse.ArgumentError:  # the subcommand's module added its own
         pass
@@ -114,9 +115,15 @@ def cmd_info(args):
 def _unavailable(command, module_name, error):
     def run(args):
         if isinstance(error, ModuleNotFoundError) and error.name == module_name:
-            print(f"attnkit {command} is not available yet ({module_name} is missing).", file=sys.stderr)
+            print(
+                f"attnkit {command} is not available yet ({module_name} is missing).",
+                file=sys.stderr,
+            )
         else:
-            print(f"attnkit {command} failed to load: {type(error).__name__}: {error}", file=sys.stderr)
+            print(
+                f"attnkit {command} failed to load: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
         return 2
 
     return run
@@ -135,7 +142,9 @@ def _add_module_command(sub, name, module_name, help_text, selected, command):
         module = importlib.import_module(module_name)
     except ImportError as error:
         parser.description = f"{help_text} (not available yet)"
-        parser.set_defaults(func=_unavailable(command, module_name, error), accepts_any=True)
+        parser.set_defaults(
+            func=_unavailable(command, module_name, error), accepts_any=True
+        )
         return parser
     module.add_arguments(parser)
     add_backend_argument(parser)
@@ -148,7 +157,9 @@ def build_parser(argv=()):
     argv = list(argv)
     parser = argparse.ArgumentParser(
         prog="attnkit",
-        description="attnkit: attention layers for Keras 3 on JAX, PyTorch and TensorFlow.",
+        description=(
+            "attnkit: attention layers for Keras 3 on JAX, PyTorch and TensorFlow."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -187,10 +198,13 @@ def main(argv=None):
     if requested in BACKENDS and running is not None and requested != running:
         if from_console and not os.environ.get(_REEXEC_FLAG):
             env = {**os.environ, "KERAS_BACKEND": requested, _REEXEC_FLAG: "1"}
-            return subprocess.call([sys.executable, "-m", "attnkit.cli.main", *argv], env=env)
+            return subprocess.call(
+                [sys.executable, "-m", "attnkit.cli.main", *argv], env=env
+            )
         print(
             f"attnkit: --backend {requested} was asked for, but Keras already runs on "
-            f"{running} in this process; set KERAS_BACKEND={requested} before starting Python.",
+            f"{running} in this process; set KERAS_BACKEND={requested} before "
+            "starting Python.",
             file=sys.stderr,
         )
         return 2

@@ -40,5 +40,7 @@ def check_labels(labels, length: int, name: str, axis: str):
 
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+        raise ValueError(
+            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
+        )
     return int(value)

@@ -22,13 +22,16 @@ def save_figure(fig, path, dpi=120) -> Path:
     if not isinstance(fig, Figure):
         raise ValueError(f"Expected a matplotlib Figure. Received: fig={fig!r}")
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"Expected `path` to be a str or path. Received: path={path!r}")
+        raise ValueError(
+            f"Expected `path` to be a str or path. Received: path={path!r}"
+        )
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():
         supported = ", ".join(sorted(fig.canvas.get_supported_filetypes()))
         raise ValueError(
-            f"Expected a file suffix naming an image format ({supported}). Received: path={str(path)!r}"
+            f"Expected a file suffix naming an image format ({supported}). "
+            f"Received: path={str(path)!r}"
         )
     if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or dpi <= 0:
         raise ValueError(f"Expected a positive `dpi`. Received: dpi={dpi!r}")

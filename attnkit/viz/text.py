@@ -37,12 +37,15 @@ def highlight_text(tokens, weights, color="#ff8c00") -> str:
     """
     if isinstance(tokens, str):
         raise ValueError(
-            f"Expected `tokens` to be a sequence of tokens, not one string. Received: tokens={tokens!r}"
+            "Expected `tokens` to be a sequence of tokens, not one string. "
+            f"Received: tokens={tokens!r}"
         )
     tokens = [str(t) for t in tokens]
     weights = to_numpy(weights, "weights")
     if weights.ndim != 1:
-        raise ValueError(f"Expected `weights` of shape (T,). Received: weights.shape={weights.shape}")
+        raise ValueError(
+            f"Expected `weights` of shape (T,). Received: weights.shape={weights.shape}"
+        )
     if len(tokens) != weights.shape[0]:
         raise ValueError(
             f"Expected one weight per token ({len(tokens)}). "
@@ -50,18 +53,25 @@ def highlight_text(tokens, weights, color="#ff8c00") -> str:
         )
     if weights.size and weights.min() < 0:
         raise ValueError(
-            f"Expected non-negative `weights`. Received: min(weights)={float(weights.min())!r}"
+            "Expected non-negative `weights`. "
+            f"Received: min(weights)={float(weights.min())!r}"
         )
     try:
         r, g, b = (round(255 * c) for c in to_rgb(color))
     except ValueError:
-        raise ValueError(f"Expected a matplotlib colour. Received: color={color!r}") from None
+        raise ValueError(
+            f"Expected a matplotlib colour. Received: color={color!r}"
+        ) from None
     top = weights.max() if weights.size else 0.0
     spans = []
-    for token, w in zip(tokens, weights):
+    for token, w in zip(tokens, weights, strict=True):
         alpha = w / top if top > 0 else 0.0
         spans.append(
             f'<span style="background-color: rgba({r}, {g}, {b}, {alpha:.3f}); '
             f'padding: 0 2px" title="{w:.4g}">{html.escape(token, quote=True)}</span>'
         )
-    return '<div class="attnkit-highlight" style="line-height: 1.8">' + " ".join(spans) + "</div>"
+    return (
+        '<div class="attnkit-highlight" style="line-height: 1.8">'
+        + " ".join(spans)
+        + "</div>"
+    )

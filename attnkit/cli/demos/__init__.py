@@ -1,1 +1,4 @@
-"""``attnkit demo`` commands: each module has ``add_arguments(parser)`` and ``run(args) -> int``."""
+"""``attnkit demo`` commands.
+
+Each module has ``add_arguments(parser)`` and ``run(args) -> int``.
+"""

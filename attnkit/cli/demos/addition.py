@@ -32,7 +32,8 @@ def add_arguments(parser):
         type=common.positive_int,
         default=100,
         metavar="T",
-        help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] (default: 100)",
+        help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] "
+        "(default: 100)",
     )
     parser.add_argument(
         "--steps",
@@ -79,7 +80,9 @@ def _batches(task, args):
             return args.steps
 
         def __getitem__(self, index):
-            seed = np.random.SeedSequence([args.seed, self.epoch, index]).generate_state(1)[0]
+            seed = np.random.SeedSequence(
+                [args.seed, self.epoch, index]
+            ).generate_state(1)[0]
             return task.generate(args.batch_size, args.length, seed=int(seed))
 
         def on_epoch_end(self):
@@ -107,7 +110,9 @@ def run(args):
         return 2
     out = common.start(args, NAME)
     common.step(f"addition problem, T0 = {args.length}")
-    x_test, y_test = task.generate(args.test_size, args.length, seed=2**31 - 1 - args.seed)
+    x_test, y_test = task.generate(
+        args.test_size, args.length, seed=2**31 - 1 - args.seed
+    )
     y_test = np.asarray(y_test).reshape(-1)
     print(
         f"    {args.steps} updates of {args.batch_size} fresh sequences per epoch, "
@@ -152,7 +157,8 @@ def run(args):
         highlight=marked_positions(shown).tolist(),
         values=shown[..., 0],
         titles=[
-            f"target {t:.3f}, predicted {p:.3f}" for t, p in zip(y_test[:SHOWN], pred[:SHOWN])
+            f"target {t:.3f}, predicted {p:.3f}"
+            for t, p in zip(y_test[:SHOWN], pred[:SHOWN], strict=True)
         ],
         title=f"Attention over the sequence (marked steps in red), T0 = {args.length}",
     )

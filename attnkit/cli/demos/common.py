@@ -6,7 +6,7 @@ A demo module uses it like this::
         common.add_common_arguments(parser, epochs=10, out="attnkit-out/mydemo")
 
     def run(args):
-        out = common.start(args, "mydemo")   # seeds, creates the folder, prints a header
+        out = common.start(args, "mydemo")  # seeds, makes the folder, prints
         common.step("training")
         model.fit(..., verbose=common.fit_verbosity())
         common.report("model", common.save_model(model, out / "mydemo.keras"))
@@ -30,7 +30,9 @@ def positive_int(text):
     except ValueError:
         value = None
     if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer. Received: {text!r}"
+        )
     return value
 
 
@@ -41,7 +43,9 @@ def probability(text):
     except ValueError:
         value = None
     if value is None or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1). Received: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1). Received: {text!r}"
+        )
     return value
 
 
@@ -66,7 +70,8 @@ def add_common_arguments(parser, *, epochs, out):
         "--seed",
         type=int,
         default=0,
-        help="random seed; a fixed seed gives the same run on a given backend (default: 0)",
+        help="random seed; a fixed seed gives the same run on a given backend "
+        "(default: 0)",
     )
     _add(
         parser,
@@ -80,7 +85,8 @@ def add_common_arguments(parser, *, epochs, out):
         parser,
         "--backend",
         choices=BACKENDS,
-        help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
+        help="Keras backend to run on "
+        "(default: $KERAS_BACKEND, else attnkit's default)",
     )
 
 
@@ -123,7 +129,7 @@ def report(what, path):
 
 
 def fit_verbosity():
-    """Keras ``verbose``: live progress bars on a terminal, one line per epoch otherwise."""
+    """Keras ``verbose``: live progress bars on a terminal, else a line per epoch."""
     stream = sys.stdout
     return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
 

@@ -27,14 +27,18 @@ GRID = 16  # digits in the attention figure
 def add_arguments(parser):
     common.add_common_arguments(parser, epochs=30, out=f"attnkit-out/{NAME}")
     parser.add_argument(
-        "--batch-size", type=common.positive_int, default=32, help="batch size (default: 32)"
+        "--batch-size",
+        type=common.positive_int,
+        default=32,
+        help="batch size (default: 32)",
     )
     parser.add_argument(
         "--limit",
         type=common.positive_int,
         default=None,
         metavar="N",
-        help="train and test on the first N images only, for quick checks (default: all)",
+        help="train and test on the first N images only, for quick checks "
+        "(default: all)",
     )
 
 
@@ -62,9 +66,15 @@ def build_model(seed=0):
     inputs = keras.Input((8, 8, 1), name="image")
     x = keras.layers.Rescaling(1.0 / 16.0)(inputs)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)  # (B, 8, 8, 32)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(
+        x
+    )  # (B, 8, 8, 32)
     a = MultiHeadAttention(
-        num_heads=2, key_dim=16, attention_axes=(1, 2), seed=seed, name="spatial_attention"
+        num_heads=2,
+        key_dim=16,
+        attention_axes=(1, 2),
+        seed=seed,
+        name="spatial_attention",
     )(x, x)  # (B, 8, 8, 32); weights (B, H, 8, 8, 8, 8)
     x = keras.layers.LayerNormalization()(keras.layers.Add()([x, a]))
     x = keras.layers.Reshape((64, 32))(x)  # (B, 64 positions, 32)
@@ -84,9 +94,17 @@ def run(args):
 
     import attnkit.layers
 
-    missing = [n for n in ("MultiHeadAttention", "AttentionPooling") if not hasattr(attnkit.layers, n)]
+    missing = [
+        n
+        for n in ("MultiHeadAttention", "AttentionPooling")
+        if not hasattr(attnkit.layers, n)
+    ]
     if missing:
-        print(f"attnkit demo digits is not available yet (needs attnkit.layers.{missing[0]}).", file=sys.stderr)
+        print(
+            "attnkit demo digits is not available yet "
+            f"(needs attnkit.layers.{missing[0]}).",
+            file=sys.stderr,
+        )
         return 2
 
     from attnkit.maps import attention_maps
@@ -121,7 +139,9 @@ def run(args):
     fig = plot_image_attention(
         x_test[shown, ..., 0],
         maps["pooling"],  # (N, 64) over the 8x8 positions
-        titles=[f"{p} (true {t})" for p, t in zip(pred[shown], y_test[shown])],
+        titles=[
+            f"{p} (true {t})" for p, t in zip(pred[shown], y_test[shown], strict=True)
+        ],
         title=f"Attention pooling over positions · test accuracy {100 * accuracy:.1f}%",
     )
     common.report("attention figure", save_figure(fig, out / f"{NAME}_attention.png"))
