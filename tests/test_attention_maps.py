@@ -185,6 +185,24 @@ def test_attnkit_layers(name):
     assert maps["attn"].shape == shape
 
 
+def test_three_attnkit_and_keras_layers_in_one_model():
+    attention = _attnkit_layer("Attention")
+    additive = _attnkit_layer("AdditiveAttention")
+    q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
+    x = attention(score_mode="general", name="luong")([q_in, v_in])  # (B, Tq, D)
+    y = additive(units=6, name="bahdanau")([v_in, x])  # (B, Tv, D)
+    z = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, y)  # (B, Tq, D)
+    model = keras.Model([q_in, v_in], z)
+    maps = attnkit.attention_maps(model, _data())
+    assert {k: v.shape for k, v in maps.items()} == {
+        "luong": (B, TQ, TV),
+        "bahdanau": (B, TV, TQ),
+        "mha": (B, 2, TQ, TV),
+    }
+    for w in maps.values():
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
 def test_is_attention_layer():
     assert is_attention_layer(keras.layers.MultiHeadAttention(1, 2))
     assert is_attention_layer(keras.layers.Attention())
