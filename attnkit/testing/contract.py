@@ -37,6 +37,8 @@ def _make_inputs(input_shapes, rng, dtype="float32"):
 
 
 def _call(layer, data, list_input, call_kwargs):
+    if list_input == "unpack":  # layer(query, value, ...), like MultiHeadAttention
+        return layer(*data, **call_kwargs)
     inputs = data if list_input else data[0]
     return layer(inputs, **call_kwargs)
 
@@ -85,8 +87,9 @@ def run_layer_contract(
         init_kwargs: constructor arguments.
         input_shapes: list of full input shapes (batch included); a single-input
             layer gets one shape and is called with a tensor, not a list.
-        list_input: call with a list even for one input. Defaults to
-            ``len(input_shapes) > 1``.
+        list_input: call with a list even for one input; ``"unpack"`` passes the
+            inputs as separate positional arguments (``layer(query, value)``).
+            Defaults to ``len(input_shapes) > 1``.
         call_kwargs: extra call arguments (e.g. ``use_causal_mask=True``).
         expected_output_shape: the eager output shape, checked when given.
         scores_kwarg: name of the call flag that returns attention scores, or
@@ -132,7 +135,11 @@ def run_layer_contract(
             assert got == tuple(expected_scores_shape), (
                 f"scores shape {got} != expected {tuple(expected_scores_shape)}"
             )
-        scored_model, _ = _functional_model(layer, input_shapes, list_input, scored_kwargs)
+        # A fresh layer: Keras' Function checks a graph with the outputs of a
+        # layer's *first* call, so reusing `layer` with another output count fails.
+        scored_model, _ = _functional_model(
+            layer_cls.from_config(layer.get_config()), input_shapes, list_input, scored_kwargs
+        )
         _assert_shapes_match(scored_model.outputs, eager_scored, "scores")
         np.testing.assert_allclose(
             _to_numpy(eager_scored[0])[0], _to_numpy(eager)[0], atol=atol,
@@ -185,7 +192,9 @@ def run_layer_contract(
         masks = [None] * len(data)
         lengths = np.maximum(1, (np.arange(input_shapes[mask_input][0]) * 3) % input_shapes[mask_input][1])
         masks[mask_input] = np.arange(input_shapes[mask_input][1])[None, :] < lengths[:, None]
-        if len(data) > 1:
+        if list_input == "unpack":
+            computed = layer.compute_mask(data[0], masks[0])
+        elif len(data) > 1:
             computed = layer.compute_mask(data, masks)
         else:
             computed = layer.compute_mask(data[0], masks[0])
