@@ -1,1 +1,3 @@
 """Keras layers built on ``attnkit.ops``."""
+from attnkit.layers.attention import Attention as Attention
+from attnkit.layers.additive_attention import AdditiveAttention as AdditiveAttention

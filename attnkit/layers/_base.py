@@ -1,0 +1,70 @@
+"""Mask and argument helpers shared by the Keras-compatible attention layers.
+
+Shape legend: B batch, Tq query length, Tv key/value length, H heads.
+
+Every layer here aligns positions the Keras way ("top-left"): query ``i`` sits
+at position ``i`` of the key sequence, whatever Tq and Tv are. That is what
+``keras.layers.Attention(use_causal_mask=True)`` and the ``sliding_window`` of
+``keras.layers.MultiHeadAttention`` compute.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from attnkit.ops import masks as masks_lib
+
+
+def check_positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return value
+
+
+def check_rate(value, name="dropout"):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
+    return float(value)
+
+
+def check_bool(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def position_arguments(query_length, key_length, *, causal, window):
+    """``(causal, window, mask)`` for ``attnkit.ops.attention``, top-left aligned.
+
+    The core aligns a window without ``causal`` bottom-right; when Tq != Tv that
+    differs from Keras, so the window is then given as an explicit (Tq, Tv) mask.
+    """
+    if causal:
+        return "top_left", window, None
+    if window is None or query_length == key_length:
+        return False, window, None
+    mask = masks_lib.sliding_window_mask(
+        query_length, key_length, window, causal=False, alignment="top_left"
+    )  # (Tq, Tv)
+    return False, None, mask
+
+
+def padding_mask(query_mask, key_masks, heads_axis=False):
+    """AND of a query mask (B, Tq) and key masks (B, Tv) as (B, [1,] Tq, Tv).
+
+    With ``heads_axis`` a singleton head axis follows the batch axis (the 4-D
+    layout). Returns None when every mask is None.
+    """
+    pad = (None,) if heads_axis else ()
+    result = []
+    if query_mask is not None:
+        query_mask = ops.cast(query_mask, "bool")
+        result.append(query_mask[(slice(None),) + pad + (slice(None), None)])  # (B, .., Tq, 1)
+    for mask in key_masks:
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+            result.append(mask[(slice(None),) + pad + (None, slice(None))])  # (B, .., 1, Tv)
+    return masks_lib.combine_masks(*result)

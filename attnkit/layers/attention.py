@@ -1,0 +1,345 @@
+"""Luong-style attention: a drop-in superset of ``keras.layers.Attention``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+from keras import ops
+
+from attnkit.layers import _base
+from attnkit.ops import attention as core_attention
+from attnkit.ops.masks import combine_masks
+from attnkit.ops.scores import additive_score
+
+SCORE_MODES = ("dot", "scaled_dot", "general", "cosine", "concat")
+
+
+def _l2_normalize(x, eps=1e-12):
+    # sqrt(sum x²) clipped away from 0 so a zero vector scores 0, not NaN.
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class Attention(keras.layers.Layer):
+    """Luong-style attention over a query and a value sequence.
+
+    Luong, Pham and Manning 2015 (https://arxiv.org/abs/1508.04025), with the
+    scaled dot product of Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762).
+    Drop-in for `keras.layers.Attention`: same arguments, weight names
+    (`scale`, `concat_score_weight`) and outputs, plus the score modes
+    `"scaled_dot"`, `"general"` and `"cosine"` and a sliding window.
+
+    The computation, for query `q` (B, Tq, Dq), value `v` (B, Tv, Dv) and key
+    `k` (B, Tv, Dk) (the value when no key is given):
+
+    1. scores (B, Tq, Tv), depending on `score_mode`:
+       - `"dot"`: `qᵀk`
+       - `"scaled_dot"`: `qᵀk / sqrt(Dk)`
+       - `"general"`: `qᵀ W k` with a learned `kernel` W (Dq, Dk)
+       - `"cosine"`: `(q/|q|)ᵀ(k/|k|)`
+       - `"concat"`: `c · Σ_d tanh(q_d + k_d)`, with the learned scalar
+         `concat_score_weight` c (Keras' meaning of "concat").
+       With `use_scale`, a learned scalar `scale` multiplies the scores
+       (for `"concat"`, it multiplies `q + k` inside the tanh, as in Keras).
+    2. weights = softmax(scores) over the visible keys (see Masking).
+    3. output = weights · v, shape (B, Tq, Dv).
+
+    Any number of leading batch axes is accepted: `(..., Tq, Dq)` with
+    `(..., Tv, Dv)` gives `(..., Tq, Dv)`.
+
+    Masking: masks are boolean, True = may attend. The Keras masks of the
+    inputs (or `mask=[query_mask, value_mask(, key_mask)]`), the causal mask
+    (`use_causal_mask`, query `i` sees keys `j <= i`) and the sliding window
+    (`|i - j| < sliding_window`) are combined with AND. A key masked out in
+    the value mask or in the key mask is never attended (Keras ignores a key
+    mask; attnkit uses it). A padded query (query mask False) gets zero
+    weights and a zero output, and the query mask passes on to the output.
+    A query row with nothing to attend to gets zero weights and a zero
+    output, never NaN (Keras returns uniform weights there); every other row
+    of the returned scores sums to 1.
+
+    Args:
+        use_scale: whether to learn a scalar `scale` multiplying the scores.
+            Defaults to `False`.
+        score_mode: one of `"dot"`, `"scaled_dot"`, `"general"`, `"cosine"`,
+            `"concat"`. Defaults to `"dot"`.
+        dropout: fraction of the attention weights dropped in training.
+            Defaults to `0.0`.
+        seed: integer seed for the dropout. Defaults to `None`.
+        sliding_window: if set, query `i` only attends to keys `j` with
+            `|i - j| < sliding_window` (with `use_causal_mask`, the
+            `sliding_window` most recent keys). Defaults to `None`.
+        **kwargs: base layer arguments (`name`, `dtype`, ...). The legacy
+            keyword `causal=True` is accepted with a `DeprecationWarning` and
+            makes `use_causal_mask` default to `True`.
+
+    Call arguments:
+        inputs: list `[query, value]` or `[query, value, key]`: query
+            `(..., Tq, Dq)`, value `(..., Tv, Dv)`, key `(..., Tv, Dk)`.
+        mask: list `[query_mask, value_mask]` or
+            `[query_mask, value_mask, key_mask]` of boolean `(..., Tq)` /
+            `(..., Tv)` masks; entries may be `None`. Defaults to the Keras
+            masks of the inputs.
+        training: whether dropout is active. Defaults to `None`.
+        return_attention_scores: also return the attention weights.
+            Defaults to `False`.
+        use_causal_mask: query `i` may not attend to keys `j > i`.
+            Defaults to `False`.
+
+    Returns:
+        The output `(..., Tq, Dv)`, and with `return_attention_scores` the
+        weights `(..., Tq, Tv)` after masking and softmax.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import attnkit
+    >>> query = np.random.normal(size=(2, 3, 8)).astype("float32")
+    >>> value = np.random.normal(size=(2, 5, 8)).astype("float32")
+    >>> layer = attnkit.layers.Attention(score_mode="scaled_dot")
+    >>> out, scores = layer([query, value], return_attention_scores=True)
+    >>> tuple(out.shape), tuple(scores.shape)
+    ((2, 3, 8), (2, 3, 5))
+
+    References:
+        - Luong, Pham, Manning 2015, "Effective Approaches to Attention-based
+          Neural Machine Translation", https://arxiv.org/abs/1508.04025
+        - Vaswani et al. 2017, "Attention Is All You Need",
+          https://arxiv.org/abs/1706.03762
+    """
+
+    def __init__(
+        self,
+        use_scale=False,
+        score_mode="dot",
+        dropout=0.0,
+        seed=None,
+        sliding_window=None,
+        **kwargs,
+    ):
+        causal = kwargs.pop("causal", None)
+        super().__init__(**kwargs)
+        self.use_scale = _base.check_bool(use_scale, "use_scale")
+        if score_mode not in SCORE_MODES:
+            raise ValueError(
+                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
+            )
+        self.score_mode = score_mode
+        self.dropout = _base.check_rate(dropout)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        self.seed = seed
+        self.sliding_window = _base.check_positive_int(
+            sliding_window, "sliding_window", allow_none=True
+        )
+        if causal is not None:
+            _base.check_bool(causal, "causal")
+            warnings.warn(
+                "The `causal` argument of Attention is deprecated; pass "
+                "`use_causal_mask=True` when calling the layer instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self.causal = bool(causal)
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if self.dropout > 0 else None
+        )
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self._validate_inputs(input_shape)
+        self.scale = None
+        self.concat_score_weight = None
+        if self.use_scale:
+            self.scale = self.add_weight(
+                name="scale", shape=(), initializer="ones", dtype=self.dtype
+            )
+        if self.score_mode == "concat":
+            self.concat_score_weight = self.add_weight(
+                name="concat_score_weight", shape=(), initializer="ones", dtype=self.dtype
+            )
+        query_dim = input_shape[0][-1]
+        key_dim = input_shape[2 if len(input_shape) > 2 else 1][-1]
+        if self.score_mode != "general" and query_dim != key_dim:
+            raise ValueError(
+                f"score_mode={self.score_mode!r} needs query and key of the same "
+                "feature size (score_mode='general' projects between sizes). "
+                f"Received: query.shape[-1]={query_dim}, key.shape[-1]={key_dim}"
+            )
+        if self.score_mode == "general":
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(query_dim, key_dim),
+                initializer="glorot_uniform",
+                dtype=self.dtype,
+            )
+
+    def call(
+        self,
+        inputs,
+        mask=None,
+        training=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+    ):
+        self._validate_inputs(inputs, mask)
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) > 2 else value
+        masks = list(mask) if mask is not None else [None, None]
+        query_mask, value_mask = masks[0], masks[1]
+        key_mask = masks[2] if len(masks) > 2 else None
+
+        # Leading batch axes are folded into one: (..., T, D) -> (B, T, D).
+        batch_shape = ops.shape(query)[:-2]
+        q3, k3, v3 = (self._flatten_batch(x, 2) for x in (query, key, value))
+        tq, tv = q3.shape[1], k3.shape[1]
+        pad = _base.padding_mask(
+            self._flatten_batch(query_mask, 1),
+            [self._flatten_batch(value_mask, 1), self._flatten_batch(key_mask, 1)],
+        )  # (B, Tq, Tv)
+        causal, window, window_mask = _base.position_arguments(
+            tq, tv, causal=bool(use_causal_mask or self.causal), window=self.sliding_window
+        )
+        full_mask = combine_masks(pad, None if window_mask is None else window_mask[None])
+
+        q3, k3, score = self._scores(q3, k3)
+        dropout_active = bool(training) and self.dropout > 0
+        result = core_attention(
+            q3,
+            k3,
+            v3,
+            score=score,
+            mask=full_mask,
+            causal=causal,
+            window=window,
+            scale=1.0,
+            dropout=self.dropout if dropout_active else 0.0,
+            training=dropout_active,
+            seed=self.seed_generator,
+            return_weights=return_attention_scores,
+        )
+        if return_attention_scores:
+            out, weights = result
+            out = ops.reshape(out, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+            weights = ops.reshape(weights, (*batch_shape, tq, tv))  # (..., Tq, Tv)
+            return out, weights
+        return ops.reshape(result, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+
+    def _scores(self, query, key):
+        """The (query, key, score) handed to the core; the scale is folded in.
+
+        The core multiplies the scores by ``scale=1.0``, so the score's own
+        factors (1/sqrt(D), a learned scale) are applied here, to the (Tq, D)
+        query rather than to the (Tq, Tv) scores.
+        """
+        mode = self.score_mode
+        factor = None
+        if mode == "scaled_dot":
+            factor = ops.cast(1.0 / math.sqrt(key.shape[-1]), query.dtype)
+        if self.use_scale and mode != "concat":
+            scale = ops.cast(self.scale, query.dtype)
+            factor = scale if factor is None else factor * scale
+        if mode == "general":
+            query = ops.matmul(query, ops.cast(self.kernel, query.dtype))  # (B, Tq, Dk)
+        elif mode == "cosine":
+            query, key = _l2_normalize(query), _l2_normalize(key)
+        elif mode == "concat":
+            return query, key, self._concat_score
+        if factor is not None:
+            query = query * factor
+        return query, key, "dot"
+
+    def _concat_score(self, query, key):
+        # c · Σ_d tanh(s·(q + k)_d) = additive_score(s·q, s·k, v = c·1).
+        if self.use_scale:
+            scale = ops.cast(self.scale, query.dtype)
+            query, key = query * scale, key * scale
+        weight = ops.cast(self.concat_score_weight, query.dtype)
+        v = ops.ones((query.shape[-1],), dtype=query.dtype) * weight
+        return additive_score(query, key, v)  # (B, 1, 1, Tq, Tv)
+
+    @staticmethod
+    def _flatten_batch(x, trailing):
+        """(..., *trailing axes) -> (B, *trailing axes); None stays None."""
+        if x is None:
+            return None
+        x = ops.convert_to_tensor(x)
+        if len(x.shape) == trailing + 1:
+            return x
+        shape = tuple(x.shape)[-trailing:]
+        return ops.reshape(x, (-1, *shape))
+
+    def compute_mask(self, inputs, mask=None):
+        self._validate_inputs(inputs, mask)
+        if mask is None or mask[0] is None:
+            return None
+        return ops.convert_to_tensor(mask[0])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[0][:-1], input_shape[1][-1])
+
+    def compute_output_spec(
+        self,
+        inputs,
+        mask=None,
+        training=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+    ):
+        self._validate_inputs(inputs, mask)
+        query, value = inputs[0], inputs[1]
+        key = inputs[2] if len(inputs) > 2 else value
+        output = keras.KerasTensor(
+            self.compute_output_shape([query.shape, value.shape]), dtype=self.compute_dtype
+        )
+        if return_attention_scores:
+            scores_shape = (*query.shape[:-1], key.shape[-2])  # (..., Tq, Tv)
+            return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
+        return output
+
+    def _validate_inputs(self, inputs, mask=None):
+        name = self.__class__.__name__
+        if not isinstance(inputs, (list, tuple)) or not 2 <= len(inputs) <= 3:
+            raise ValueError(
+                f"{name} must be called on a list [query, value] or "
+                f"[query, value, key]. Received: inputs={inputs!r}"
+            )
+        shapes = [tuple(x) if _is_shape(x) else tuple(x.shape) for x in inputs]
+        ranks = {len(s) for s in shapes}
+        if len(ranks) != 1 or min(ranks) < 3:
+            raise ValueError(
+                f"{name} inputs must all have the same rank, at least 3 "
+                f"(batch, time, features). Received: input shapes={shapes}"
+            )
+        value_shape = shapes[1]
+        key_shape = shapes[2] if len(shapes) > 2 else value_shape
+        if key_shape[-2] is not None and value_shape[-2] is not None and key_shape[-2] != value_shape[-2]:
+            raise ValueError(
+                f"{name}: key and value must have the same length. "
+                f"Received: value.shape={value_shape}, key.shape={key_shape}"
+            )
+        if mask is not None:
+            if not isinstance(mask, (list, tuple)) or not 2 <= len(mask) <= 3:
+                raise ValueError(
+                    f"{name} mask must be a list [query_mask, value_mask] or "
+                    f"[query_mask, value_mask, key_mask]. Received: mask={mask!r}"
+                )
+
+    def get_config(self):
+        config = {
+            **super().get_config(),
+            "use_scale": self.use_scale,
+            "score_mode": self.score_mode,
+            "dropout": self.dropout,
+            "seed": self.seed,
+            "sliding_window": self.sliding_window,
+        }
+        if self.causal:
+            config["causal"] = True
+        return config
+
+
+def _is_shape(x):
+    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
