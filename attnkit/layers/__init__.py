@@ -1,3 +1,4 @@
 """Keras layers built on ``attnkit.ops``."""
 from attnkit.layers.attention import Attention as Attention
 from attnkit.layers.additive_attention import AdditiveAttention as AdditiveAttention
+from attnkit.layers.multi_head_attention import MultiHeadAttention as MultiHeadAttention

@@ -1,0 +1,738 @@
+"""Multi-head attention: a drop-in superset of ``keras.layers.MultiHeadAttention``."""
+
+from __future__ import annotations
+
+import math
+import string
+
+import keras
+import numpy as np
+from keras import ops
+
+from attnkit.layers import _base
+from attnkit.ops import attention as core_attention
+from attnkit.ops.attention import IMPLEMENTATIONS
+from attnkit.ops.dispatch import NAIVE_MAX_PAIRS
+from attnkit.ops.masks import combine_masks
+
+try:  # Keras has no public API to attach a mask to a tensor.
+    from keras.src.backend.common.masking import set_keras_mask as _set_keras_mask
+except ImportError:  # pragma: no cover
+    _set_keras_mask = None
+
+
+def _projection_equation(free_dims, bound_dims, output_dims):
+    """EinsumDense equation and bias axes: (free, bound) x (bound, out) -> (free, out)."""
+    letters = string.ascii_lowercase
+    free = letters[:free_dims]
+    bound = letters[free_dims : free_dims + bound_dims]
+    out = letters[free_dims + bound_dims : free_dims + bound_dims + output_dims]
+    return f"{free}{bound},{bound}{out}->{free}{out}", out
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention with grouped-query heads and a key/value cache.
+
+    Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762); grouped-query
+    attention from Ainslie et al. 2023 (https://arxiv.org/abs/2305.13245).
+    Drop-in for `keras.layers.MultiHeadAttention`: the same constructor and
+    call arguments, sublayers (`query`, `key`, `value`, `gate`,
+    `attention_output`) and weight shapes, so
+    `layer.set_weights(keras_layer.get_weights())` gives the same outputs.
+
+    For query `x_q` (B, Tq, Dq) and key/value inputs `x_k`, `x_v` (B, Tv, ·):
+
+    1. `q = x_q W_q` (B, Tq, H, Dk); `k = x_k W_k` (B, Tv, Hkv, Dk);
+       `v = x_v W_v` (B, Tv, Hkv, Dv), each with a bias when `use_bias`.
+    2. For every query head h, with key/value head `h // (H / Hkv)`:
+       `weights = softmax(q kᵀ / sqrt(Dk))` over the visible keys (Masking).
+    3. `o = weights · v` (B, Tq, H, Dv); with `use_gate`,
+       `o = o ⊙ sigmoid(x_q W_g)` (Qiu et al. 2025).
+    4. `output = o W_o` (B, Tq, *output_shape*), `output_shape` defaulting
+       to Dq.
+
+    `num_key_value_heads = Hkv` < H shares each key/value head among H / Hkv
+    query heads (1 = multi-query attention); keys/values are never repeated
+    in memory. With `attention_axes`, inputs `(B, ..., D)` attend over the
+    given axes jointly (the others act as batch axes); causal and window masks
+    then follow the row-major order of the attention positions.
+
+    Incremental decoding (keras-hub style): `cache` holds the projected keys
+    and values, shape `(B, 2, S, Hkv, Dk)` (needs `value_dim == key_dim`).
+    With `cache_update_index=t`, the new keys/values of `key`/`value` are
+    written at positions `t, t+1, ...` and the query tokens sit at those
+    positions: they see the filled cache `[: t + Tnew]` (a one-token query at
+    `t` sees `cache[: t + 1]`), and with `use_causal_mask` query `i` sees
+    positions `<= t + i`. Without `cache_update_index` the cache is used as
+    the keys and values as it is (`key`/`value` are not projected again).
+    The call then returns `(output, cache)`.
+
+    Masking: masks are boolean, True = may attend. The Keras masks of query,
+    value and key (or `query_mask=`, `value_mask=`, `key_mask=` given
+    explicitly, which take precedence), `attention_mask` (broadcastable to
+    `(B, [H,] Tq, Tv)`), the causal mask (`use_causal_mask`, query `i` sees
+    keys `j <= i`) and the sliding window (`|i - j| < sliding_window`) are
+    combined with AND. A padded query (query mask False) gets zero weights
+    and a zero attention output (the layer output is then the output bias)
+    and the query mask passes on to the output; Keras instead gives such rows
+    uniform weights. A query row with nothing to attend to gets zero weights,
+    never NaN; every other row of the returned scores sums to 1. In cache
+    mode, `value_mask`/`key_mask` describe the new tokens (their cache
+    positions); mask older positions with `attention_mask` over `S`.
+
+    Args:
+        num_heads: number of query heads H. Required.
+        key_dim: size Dk of each query/key head. Required.
+        value_dim: size Dv of each value head; `None` means `key_dim`.
+            Defaults to `None`.
+        dropout: dropout rate on the attention weights in training.
+            Defaults to `0.0`.
+        use_bias: whether the projections have biases. Defaults to `True`.
+        output_shape: last axes of the output (int or tuple); `None` means
+            the query's feature size. Defaults to `None`.
+        attention_axes: input axes attended over; `None` means all axes but
+            batch and features. Defaults to `None`.
+        sliding_window: if set, query `i` sees keys `j` with
+            `|i - j| < sliding_window`. Defaults to `None`.
+        flash_attention: `True` requires the backend's fused kernel
+            (`implementation="fused"`; no scores, no dropout), `False` forbids
+            it, `None` follows `implementation` (or
+            `keras.config.enable_flash_attention()`). Saved in the config.
+            Defaults to `None`.
+        kernel_initializer: initializer of the projection kernels.
+            Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer of the biases. Defaults to `"zeros"`.
+        kernel_regularizer: kernel regularizer. Defaults to `None`.
+        bias_regularizer: bias regularizer. Defaults to `None`.
+        activity_regularizer: activity regularizer of the projections.
+            Defaults to `None`.
+        kernel_constraint: kernel constraint. Defaults to `None`.
+        bias_constraint: bias constraint. Defaults to `None`.
+        use_gate: gate the attention output with a sigmoid of a query
+            projection. Defaults to `False`.
+        seed: integer seed for the dropout. Defaults to `None`.
+        num_key_value_heads: key/value heads Hkv, dividing `num_heads`;
+            `None` means `num_heads`. Defaults to `None`.
+        implementation: passed to `attnkit.ops.attention`: `"auto"`,
+            `"naive"`, `"chunked"` or `"fused"`. Defaults to `"auto"`.
+
+    Call arguments:
+        query: `(B, Tq, Dq)` (or `(B, ..., Dq)` with `attention_axes`).
+        value: `(B, Tv, Dv_in)`.
+        key: `(B, Tv, Dk_in)`; `None` means `value`. Defaults to `None`.
+        query_mask: boolean `(B, Tq)`. Defaults to the query's Keras mask.
+        value_mask: boolean `(B, Tv)`. Defaults to the value's Keras mask.
+        key_mask: boolean `(B, Tv)`. Defaults to the key's Keras mask.
+        attention_mask: boolean, broadcastable to `(B, [H,] Tq, Tv)`.
+            Defaults to `None`.
+        return_attention_scores: also return the weights. Defaults to `False`.
+        training: whether dropout is active. Defaults to `None`.
+        use_causal_mask: query `i` may not attend to keys `j > i`.
+            Defaults to `False`.
+        cache: `(B, 2, S, Hkv, Dk)` projected keys and values.
+            Defaults to `None`.
+        cache_update_index: int or scalar integer tensor, where the new keys
+            and values go in `cache`. Defaults to `None`.
+
+    Returns:
+        The output `(B, Tq, *output_shape*)`; then, with
+        `return_attention_scores`, the weights `(B, H, Tq, Tv)` (with
+        `attention_axes`: `(B, <other axes>, H, <query attention axes>,
+        <key attention axes>)`, Tv = S with a cache); then, with `cache`, the
+        updated cache.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import attnkit
+    >>> x = np.random.normal(size=(2, 6, 16)).astype("float32")
+    >>> layer = attnkit.layers.MultiHeadAttention(
+    ...     num_heads=4, key_dim=8, num_key_value_heads=2)
+    >>> out, scores = layer(x, x, use_causal_mask=True,
+    ...                     return_attention_scores=True)
+    >>> tuple(out.shape), tuple(scores.shape)
+    ((2, 6, 16), (2, 4, 6, 6))
+
+    References:
+        - Vaswani et al. 2017, "Attention Is All You Need",
+          https://arxiv.org/abs/1706.03762
+        - Shazeer 2019, "Fast Transformer Decoding: One Write-Head is All You
+          Need", https://arxiv.org/abs/1911.02150
+        - Ainslie et al. 2023, "GQA: Training Generalized Multi-Query
+          Transformer Models from Multi-Head Checkpoints",
+          https://arxiv.org/abs/2305.13245
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim,
+        value_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        output_shape=None,
+        attention_axes=None,
+        sliding_window=None,
+        flash_attention=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        use_gate=False,
+        seed=None,
+        num_key_value_heads=None,
+        implementation="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self._num_heads = _base.check_positive_int(num_heads, "num_heads")
+        self._key_dim = _base.check_positive_int(key_dim, "key_dim")
+        _base.check_positive_int(value_dim, "value_dim", allow_none=True)
+        self._value_dim = value_dim if value_dim is not None else key_dim
+        self._dropout = _base.check_rate(dropout)
+        self._use_bias = _base.check_bool(use_bias, "use_bias")
+        self._use_gate = _base.check_bool(use_gate, "use_gate")
+        if output_shape is not None:
+            shape = (output_shape,) if isinstance(output_shape, int) else output_shape
+            if not isinstance(shape, (list, tuple)) or not shape or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+            ):
+                raise ValueError(
+                    "`output_shape` must be a positive int or a tuple of them. "
+                    f"Received: output_shape={output_shape!r}"
+                )
+            output_shape = tuple(shape)
+        self._output_shape = output_shape
+        if isinstance(attention_axes, int) and not isinstance(attention_axes, bool):
+            attention_axes = (attention_axes,)
+        if attention_axes is not None and (
+            not isinstance(attention_axes, (list, tuple))
+            or not attention_axes
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in attention_axes)
+        ):
+            raise ValueError(
+                "`attention_axes` must be an int or a non-empty list/tuple of ints. "
+                f"Received: attention_axes={attention_axes!r}"
+            )
+        self._attention_axes = None if attention_axes is None else tuple(attention_axes)
+        self._sliding_window = _base.check_positive_int(
+            sliding_window, "sliding_window", allow_none=True
+        )
+        if flash_attention is not None and not isinstance(flash_attention, bool):
+            raise ValueError(
+                "`flash_attention` must be None or a bool. "
+                f"Received: flash_attention={flash_attention!r}"
+            )
+        self._flash_attention = flash_attention
+        self._num_key_value_heads = _base.check_positive_int(
+            num_key_value_heads, "num_key_value_heads", allow_none=True
+        )
+        kv_heads = num_heads if num_key_value_heads is None else num_key_value_heads
+        if num_heads % kv_heads:
+            raise ValueError(
+                "`num_heads` must be a multiple of `num_key_value_heads`. "
+                f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
+            )
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"`implementation` must be one of {IMPLEMENTATIONS}. "
+                f"Received: implementation={implementation!r}"
+            )
+        if flash_attention is True and implementation not in ("auto", "fused"):
+            raise ValueError(
+                "`flash_attention=True` needs the fused kernel. "
+                f"Received: implementation={implementation!r}"
+            )
+        if flash_attention is False and implementation == "fused":
+            raise ValueError(
+                "`flash_attention=False` forbids the fused kernel. "
+                f"Received: implementation={implementation!r}"
+            )
+        if self._dropout > 0 and (flash_attention or implementation in ("chunked", "fused")):
+            raise ValueError(
+                "Dropout on the attention weights needs implementation 'naive' or "
+                f"'auto' (and no flash attention). Received: dropout={dropout}, "
+                f"implementation={implementation!r}, flash_attention={flash_attention!r}"
+            )
+        self._implementation = implementation
+        self._kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._bias_initializer = keras.initializers.get(bias_initializer)
+        self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self._activity_regularizer = keras.regularizers.get(activity_regularizer)
+        self._kernel_constraint = keras.constraints.get(kernel_constraint)
+        self._bias_constraint = keras.constraints.get(bias_constraint)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self._dropout > 0 else None
+
+    num_heads = property(lambda self: self._num_heads)
+    key_dim = property(lambda self: self._key_dim)
+    value_dim = property(lambda self: self._value_dim)
+    dropout = property(lambda self: self._dropout)
+    use_bias = property(lambda self: self._use_bias)
+    attention_axes = property(lambda self: self._attention_axes)
+    num_key_value_heads = property(
+        lambda self: self._num_key_value_heads or self._num_heads
+    )
+    implementation = property(lambda self: self._implementation)
+    flash_attention = property(lambda self: self._flash_attention)
+    query_dense = property(lambda self: self._query_dense)
+    key_dense = property(lambda self: self._key_dense)
+    value_dense = property(lambda self: self._value_dense)
+    output_dense = property(lambda self: self._output_dense)
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(
+                "All dimensions of `value` and `key`, except the last one, must "
+                f"be equal. Received: value_shape={value_shape} and key_shape={key_shape}"
+            )
+        if len(query_shape) != len(value_shape) or len(query_shape) < 3:
+            raise ValueError(
+                "`query` and `value` must have the same rank, at least 3. "
+                f"Received: query_shape={query_shape}, value_shape={value_shape}"
+            )
+        rank = len(query_shape)
+        self._layout = self._attention_layout(rank)
+        heads, kv_heads = self._num_heads, self.num_key_value_heads
+
+        # Created in Keras' order (query, key, gate, value, attention_output)
+        # so that `set_weights(keras_layer.get_weights())` lines up.
+        self._query_dense = self._projection(rank, [heads, self._key_dim], "query")
+        self._query_dense.build(query_shape)
+        self._key_dense = self._projection(rank, [kv_heads, self._key_dim], "key")
+        self._key_dense.build(key_shape)
+        if self._use_gate:
+            self._gate_dense = self._projection(
+                rank, [heads, self._value_dim], "gate", activation="sigmoid"
+            )
+            self._gate_dense.build(query_shape)
+        self._value_dense = self._projection(rank, [kv_heads, self._value_dim], "value")
+        self._value_dense.build(value_shape)
+        out_dims = self._output_shape or (query_shape[-1],)
+        equation, bias_axes = _projection_equation(rank - 1, 2, len(out_dims))
+        self._output_dense = keras.layers.EinsumDense(
+            equation,
+            output_shape=[None] * (rank - 2) + list(out_dims),
+            bias_axes=bias_axes if self._use_bias else None,
+            name="attention_output",
+            **self._sublayer_kwargs(),
+        )
+        self._output_dense.build((*query_shape[:-1], heads, self._value_dim))
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
+    ):
+        key = value if key is None else key
+        dropout_active = bool(training) and self._dropout > 0
+        implementation = self._resolve_implementation(
+            query, value, return_attention_scores, dropout_active
+        )
+
+        gate = self._gate_dense(query) if self._use_gate else None  # (B, Tq, H, Dv)
+        q = self._query_dense(query)  # (B, Tq, H, Dk)
+        positions = None
+        if cache is not None:
+            k, v, cache, positions, value_mask, key_mask = self._use_cache(
+                key, value, cache, cache_update_index, value_mask, key_mask
+            )
+        else:
+            if cache_update_index is not None:
+                raise ValueError(
+                    "`cache_update_index` needs a `cache`. "
+                    f"Received: cache=None, cache_update_index={cache_update_index!r}"
+                )
+            k = self._key_dense(key)  # (B, Tv, Hkv, Dk)
+            v = self._value_dense(value)  # (B, Tv, Hkv, Dv)
+
+        batch = ops.shape(query)[0]
+        q, k, v = (self._to_core_layout(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
+        tq, tv = q.shape[1], k.shape[1]
+        mask = self._core_mask(
+            batch, query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
+        )  # broadcastable to (B', H, Tq, Tv)
+        if positions is not None:
+            position_mask = self._cache_positions_mask(
+                positions, tq, tv, causal=use_causal_mask
+            )
+            mask = combine_masks(mask, position_mask[None, None])
+            causal, window = False, None
+        else:
+            causal, window, window_mask = _base.position_arguments(
+                tq, tv, causal=use_causal_mask, window=self._sliding_window
+            )
+            if window_mask is not None:
+                mask = combine_masks(mask, window_mask[None, None])
+
+        result = self._compute_attention(
+            q, k, v, mask, causal, window, training=dropout_active,
+            return_attention_scores=return_attention_scores, implementation=implementation,
+        )
+        out, scores = result if return_attention_scores else (result, None)
+        out = self._from_core_layout(out, query, batch)  # (B, Tq, H, Dv)
+        if gate is not None:
+            out = out * gate
+        output = self._output_dense(out)  # (B, Tq, *output_shape)
+        if query_mask is not None and _set_keras_mask is not None:
+            _set_keras_mask(output, ops.cast(query_mask, "bool"))
+        outputs = [output]
+        if return_attention_scores:
+            outputs.append(self._scores_from_core_layout(scores, query, key if cache is None else None, batch, tv))
+        if cache is not None:
+            outputs.append(cache)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _compute_attention(
+        self, query, key, value, mask, causal, window, training,
+        return_attention_scores, implementation,
+    ):
+        """Attention of projected heads in the core layout (B, T, H, D)."""
+        dv = value.shape[-1]
+        if implementation == "fused":
+            query, key, value = _fused_compatible(query, key, value)
+        result = core_attention(
+            query,
+            key,
+            value,
+            score="dot",
+            scale=1.0 / math.sqrt(self._key_dim),
+            mask=mask,
+            causal=causal,
+            window=window,
+            dropout=self._dropout if training else 0.0,
+            training=training,
+            seed=self.seed_generator,
+            return_weights=return_attention_scores,
+            implementation=implementation,
+        )
+        if implementation == "fused" and result.shape[-1] != dv:
+            result = result[..., :dv]
+        return result
+
+    # Layout: projected tensors are (B, d_1..d_n, H, D); the core wants
+    # (B', T, H, D) with B' = B x (non-attention axes), T = attention axes.
+
+    def _attention_layout(self, input_rank):
+        n = input_rank - 2  # axes between batch and features
+        axes = self._attention_axes
+        if axes is None:
+            axes = tuple(range(1, n + 1))
+        normalized = tuple(a if a >= 0 else input_rank + a for a in axes)
+        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(normalized):
+            raise ValueError(
+                "`attention_axes` must be distinct axes of the input other than the "
+                f"batch and feature axes (1 to {n}, or negative). "
+                f"Received: attention_axes={self._attention_axes}"
+            )
+        attn = tuple(sorted(normalized))
+        others = tuple(a for a in range(1, n + 1) if a not in attn)
+        return others, attn
+
+    def _is_standard(self):
+        return self._layout == ((), (1,))
+
+    def _to_core_layout(self, x):
+        if self._is_standard():
+            return x
+        others, attn = self._layout
+        rank = len(x.shape)
+        perm = (0, *others, *attn, rank - 2, rank - 1)
+        x = ops.transpose(x, perm)
+        t = int(np.prod([x.shape[1 + len(others) + i] for i in range(len(attn))]))
+        return ops.reshape(x, (-1, t, x.shape[-2], x.shape[-1]))  # (B', T, H, D)
+
+    def _from_core_layout(self, out, query, batch):
+        if self._is_standard():
+            return out
+        others, attn = self._layout
+        sizes_o = [query.shape[a] for a in others]
+        sizes_a = [query.shape[a] for a in attn]
+        out = ops.reshape(out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1]))
+        perm = (0, *others, *attn)
+        inverse = [0] * (len(perm))
+        for i, a in enumerate(perm):
+            inverse[a] = i
+        rank = len(out.shape)
+        return ops.transpose(out, (*inverse, rank - 2, rank - 1))
+
+    def _scores_from_core_layout(self, scores, query, key, batch, tv):
+        if self._is_standard():
+            return scores  # (B, H, Tq, Tv)
+        others, attn = self._layout
+        sizes_o = [query.shape[a] for a in others]
+        shape = (
+            batch, *sizes_o, scores.shape[1],
+            *[query.shape[a] for a in attn], *[key.shape[a] for a in attn],
+        )
+        return ops.reshape(scores, shape)  # (B, <others>, H, <Aq>, <Ak>)
+
+    def _flat_padding(self, mask):
+        """(B, d_1..d_n) -> (B', T)."""
+        if mask is None:
+            return None
+        mask = ops.cast(mask, "bool")
+        if self._is_standard():
+            return mask
+        others, attn = self._layout
+        mask = ops.transpose(mask, (0, *others, *attn))
+        t = int(np.prod([mask.shape[1 + len(others) + i] for i in range(len(attn))]))
+        return ops.reshape(mask, (-1, t))
+
+    def _core_mask(
+        self, batch, query_shape, key_shape, query_mask, value_mask, key_mask, attention_mask
+    ):
+        mask = _base.padding_mask(
+            self._flat_padding(query_mask),
+            [self._flat_padding(value_mask), self._flat_padding(key_mask)],
+            heads_axis=True,
+        )  # (B', 1, Tq, Tv)
+        if attention_mask is None:
+            return mask
+        attention_mask = ops.cast(attention_mask, "bool")
+        others, attn = self._layout
+        scores_rank = 2 + len(others) + 2 * len(attn)
+        rank = len(attention_mask.shape)
+        if not 2 <= rank <= scores_rank:
+            raise ValueError(
+                f"`attention_mask` must have rank 2 to {scores_rank} (broadcastable to "
+                "the attention scores). "
+                f"Received: attention_mask.shape={tuple(attention_mask.shape)}"
+            )
+        for _ in range(scores_rank - rank):  # head axis (then batch axes) added
+            attention_mask = ops.expand_dims(attention_mask, -2 * len(attn) - 1)
+        if not self._is_standard():
+            # (B, <others>, H|1, <Aq>, <Ak>) -> (B', H|1, Tq, Tv)
+            heads = attention_mask.shape[1 + len(others)]
+            target = [batch, *[query_shape[a] for a in others], heads]
+            target += [query_shape[a] for a in attn] + [key_shape[a] for a in attn]
+            attention_mask = ops.broadcast_to(attention_mask, target)
+            tq = int(np.prod([query_shape[a] for a in attn]))
+            tv = int(np.prod([key_shape[a] for a in attn]))
+            attention_mask = ops.reshape(attention_mask, (-1, heads, tq, tv))
+        return combine_masks(mask, attention_mask)
+
+    def _use_cache(self, key, value, cache, cache_update_index, value_mask, key_mask):
+        if not self._is_standard():
+            raise ValueError(
+                "A key/value cache needs inputs (B, T, D) attended over axis 1. "
+                f"Received: attention_axes={self._attention_axes}"
+            )
+        if self._value_dim != self._key_dim:
+            raise ValueError(
+                "A key/value cache stacks keys and values and needs value_dim == "
+                f"key_dim. Received: key_dim={self._key_dim}, value_dim={self._value_dim}"
+            )
+        expected = (2, None, self.num_key_value_heads, self._key_dim)
+        shape = tuple(cache.shape)
+        if len(shape) != 5 or any(
+            e is not None and s is not None and e != s for e, s in zip(expected, shape[1:])
+        ):
+            raise ValueError(
+                "`cache` must have shape (B, 2, S, num_key_value_heads, key_dim) = "
+                f"(B, 2, S, {self.num_key_value_heads}, {self._key_dim}). "
+                f"Received: cache.shape={shape}"
+            )
+        key_cache, value_cache = cache[:, 0], cache[:, 1]  # (B, S, Hkv, Dk)
+        if cache_update_index is None:
+            return key_cache, value_cache, cache, None, value_mask, key_mask
+        if isinstance(cache_update_index, bool) or (
+            isinstance(cache_update_index, int) and cache_update_index < 0
+        ):
+            raise ValueError(
+                "`cache_update_index` must be a non-negative integer. "
+                f"Received: cache_update_index={cache_update_index!r}"
+            )
+        k_new = ops.cast(self._key_dense(key), key_cache.dtype)  # (B, Tnew, Hkv, Dk)
+        v_new = ops.cast(self._value_dense(value), value_cache.dtype)
+        index = ops.cast(cache_update_index, "int32")
+        start = [0, index, 0, 0]
+        key_cache = ops.slice_update(key_cache, start, k_new)
+        value_cache = ops.slice_update(value_cache, start, v_new)
+        cache = ops.stack([key_cache, value_cache], axis=1)  # (B, 2, S, Hkv, Dk)
+        new_length = k_new.shape[1]
+        # Masks of the new tokens land at their cache positions.
+        value_mask, key_mask = (
+            None if m is None else self._place_in_cache(m, index, key_cache.shape[1])
+            for m in (value_mask, key_mask)
+        )
+        return key_cache, value_cache, cache, (index, new_length), value_mask, key_mask
+
+    @staticmethod
+    def _place_in_cache(mask, index, length):
+        full = ops.ones((ops.shape(mask)[0], length), dtype="int32")
+        full = ops.slice_update(full, [0, index], ops.cast(mask, "int32"))
+        return ops.cast(full, "bool")  # (B, S)
+
+    def _cache_positions_mask(self, positions, tq, tv, causal):
+        index, new_length = positions
+        q_pos = ops.arange(tq, dtype="int32")[:, None] + index  # (Tq, 1)
+        k_pos = ops.arange(tv, dtype="int32")[None, :]  # (1, S)
+        mask = k_pos < index + new_length  # only filled positions
+        if causal:
+            mask = ops.logical_and(mask, k_pos <= q_pos)
+        if self._sliding_window is not None:
+            mask = ops.logical_and(mask, ops.abs(q_pos - k_pos) < self._sliding_window)
+        return mask  # (Tq, S)
+
+    def _resolve_implementation(self, query, value, return_scores, dropout_active):
+        flash = self._flash_attention
+        if flash is None:
+            flash = keras.config.is_flash_attention_enabled()
+        if flash:
+            if return_scores:
+                raise ValueError(
+                    "Attention scores cannot be returned with flash attention. "
+                    f"Received: return_attention_scores={return_scores}, flash_attention=True"
+                )
+            if dropout_active:
+                raise ValueError(
+                    "Dropout is not supported with flash attention. "
+                    f"Received: dropout={self._dropout}, flash_attention=True"
+                )
+            return "fused"
+        if flash is False and self._implementation == "auto":
+            tq, tv = query.shape[1], value.shape[1]
+            large = tq is not None and tv is not None and tq * tv > NAIVE_MAX_PAIRS
+            return "chunked" if large and not (return_scores or dropout_active) else "naive"
+        return self._implementation
+
+    def _projection(self, rank, output_dims, name, activation=None):
+        equation, bias_axes = _projection_equation(rank - 1, 1, 2)
+        return keras.layers.EinsumDense(
+            equation,
+            output_shape=[None] * (rank - 2) + list(output_dims),
+            bias_axes=bias_axes if self._use_bias else None,
+            activation=activation,
+            name=name,
+            **self._sublayer_kwargs(),
+        )
+
+    def _sublayer_kwargs(self):
+        # Fresh initializer instances: a shared seeded one would repeat values.
+        def clone(init):
+            return init.__class__.from_config(init.get_config())
+
+        return dict(
+            kernel_initializer=clone(self._kernel_initializer),
+            bias_initializer=clone(self._bias_initializer),
+            kernel_regularizer=self._kernel_regularizer,
+            bias_regularizer=self._bias_regularizer,
+            activity_regularizer=self._activity_regularizer,
+            kernel_constraint=self._kernel_constraint,
+            bias_constraint=self._bias_constraint,
+            dtype=self.dtype_policy,
+        )
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(
+                "All dimensions of `value` and `key`, except the last one, must "
+                f"be equal. Received: value_shape={value_shape} and key_shape={key_shape}"
+            )
+        if self._output_shape:
+            return tuple(query_shape[:-1]) + self._output_shape
+        return tuple(query_shape)
+
+    def compute_output_spec(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+        cache=None,
+        cache_update_index=None,
+    ):
+        key = value if key is None else key
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape, key.shape),
+            dtype=self.compute_dtype,
+        )
+        outputs = [output]
+        if return_attention_scores:
+            others, attn = self._attention_layout(len(query.shape))
+            if cache is not None:
+                key_attn = [cache.shape[2]]
+            else:
+                key_attn = [key.shape[a] for a in attn]
+            scores_shape = (
+                query.shape[0],
+                *[query.shape[a] for a in others],
+                self._num_heads,
+                *[query.shape[a] for a in attn],
+                *key_attn,
+            )
+            outputs.append(keras.KerasTensor(scores_shape, dtype=self.compute_dtype))
+        if cache is not None:
+            outputs.append(keras.KerasTensor(cache.shape, dtype=cache.dtype))
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self._num_heads,
+            "key_dim": self._key_dim,
+            "value_dim": self._value_dim,
+            "dropout": self._dropout,
+            "use_bias": self._use_bias,
+            "use_gate": self._use_gate,
+            "output_shape": self._output_shape,
+            "attention_axes": self._attention_axes,
+            "sliding_window": self._sliding_window,
+            "flash_attention": self._flash_attention,
+            "kernel_initializer": keras.initializers.serialize(self._kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self._bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self._kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self._bias_regularizer),
+            "activity_regularizer": keras.regularizers.serialize(self._activity_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self._kernel_constraint),
+            "bias_constraint": keras.constraints.serialize(self._bias_constraint),
+            "seed": self.seed,
+            "num_key_value_heads": self._num_key_value_heads,
+            "implementation": self._implementation,
+        }
+
+
+def _fused_compatible(query, key, value):
+    """Inputs the backends' fused kernels accept: equal head dims, equal heads on TF.
+
+    Zero features added to q and k leave q·kᵀ unchanged; zero value features
+    are sliced off the output by the caller.
+    """
+    dk, dv = query.shape[-1], value.shape[-1]
+    if dv > dk:
+        pad = [(0, 0)] * 3 + [(0, dv - dk)]
+        query, key = ops.pad(query, pad), ops.pad(key, pad)
+    elif dk > dv:
+        value = ops.pad(value, [(0, 0)] * 3 + [(0, dk - dv)])
+    heads, kv_heads = query.shape[2], key.shape[2]
+    if keras.backend.backend() == "tensorflow" and kv_heads != heads:
+        key = ops.repeat(key, heads // kv_heads, axis=2)  # (B, Tv, H, D)
+        value = ops.repeat(value, heads // kv_heads, axis=2)
+    return query, key, value
