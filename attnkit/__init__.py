@@ -8,3 +8,6 @@ from attnkit import layers as layers  # noqa: E402
 from attnkit import ops as ops  # noqa: E402
 from attnkit.version import __version__ as __version__  # noqa: E402
 from attnkit.maps import attention_maps as attention_maps  # noqa: E402
+from attnkit.layers import Attention as Attention  # noqa: E402
+from attnkit.layers import AdditiveAttention as AdditiveAttention  # noqa: E402
+from attnkit.layers import MultiHeadAttention as MultiHeadAttention  # noqa: E402
