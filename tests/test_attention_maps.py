@@ -74,9 +74,14 @@ def test_model_is_left_unchanged_and_trained_weights_are_used():
     assert len(model.layers) == n_layers
 
 
-def test_self_attention_in_images_over_both_spatial_axes():
+@pytest.mark.parametrize("source", ["keras", "attnkit"])
+def test_self_attention_in_images_over_both_spatial_axes(source):
+    if source == "keras":
+        cls = keras.layers.MultiHeadAttention
+    else:
+        cls = _attnkit_layer("MultiHeadAttention")
     x_in = keras.Input((4, 5, 3))
-    mha = keras.layers.MultiHeadAttention(2, 4, attention_axes=(1, 2), name="spatial")
+    mha = cls(2, 4, attention_axes=(1, 2), name="spatial")
     model = keras.Model(x_in, mha(x_in, x_in))
     maps = attnkit.attention_maps(model, np.ones((2, 4, 5, 3), "float32"))
     assert maps["spatial"].shape == (2, 2, 4, 5, 4, 5)
