@@ -301,7 +301,11 @@ class Attention(keras.layers.Layer):
 
     def _validate_inputs(self, inputs, mask=None):
         name = self.__class__.__name__
-        if not isinstance(inputs, (list, tuple)) or not 2 <= len(inputs) <= 3:
+        if (
+            not isinstance(inputs, (list, tuple))
+            or not 2 <= len(inputs) <= 3
+            or any(x is None or isinstance(x, int) for x in inputs)
+        ):
             raise ValueError(
                 f"{name} must be called on a list [query, value] or "
                 f"[query, value, key]. Received: inputs={inputs!r}"
