@@ -618,7 +618,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _projection(self, rank, output_dims, name, activation=None):
         equation, bias_axes = _projection_equation(rank - 1, 1, 2)
-        return keras.layers.EinsumDense(
+        dense = keras.layers.EinsumDense(
             equation,
             output_shape=[None] * (rank - 2) + list(output_dims),
             bias_axes=bias_axes if self._use_bias else None,
@@ -626,6 +626,10 @@ class MultiHeadAttention(keras.layers.Layer):
             name=name,
             **self._sublayer_kwargs(),
         )
+        # The inputs' Keras masks are this layer's business; the projections
+        # pass them through instead of warning that they destroy them.
+        dense.supports_masking = True
+        return dense
 
     def _sublayer_kwargs(self):
         # Fresh initializer instances: a shared seeded one would repeat values.
