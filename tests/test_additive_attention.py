@@ -1,4 +1,4 @@
-"""attnkit.layers.AdditiveAttention: Keras' simplified form and Bahdanau's projections."""
+"""attnkit.layers.AdditiveAttention: Keras' simplified form and Bahdanau's."""
 
 import keras
 import numpy as np
@@ -47,7 +47,10 @@ def _reference_bahdanau(q, k, v, w_q, w_k, bias, scale, mask):
     [
         ({}, [(B, TQ, 8), (B, TV, 8)]),
         ({"units": 6}, [(B, TQ, 5), (B, TV, 8)]),
-        ({"units": 6, "use_bias": False, "sliding_window": 3}, [(B, TQ, 5), (B, TV, 8), (B, TV, 3)]),
+        (
+            {"units": 6, "use_bias": False, "sliding_window": 3},
+            [(B, TQ, 5), (B, TV, 8), (B, TV, 3)],
+        ),
     ],
     ids=["keras_form", "bahdanau", "bahdanau_key_window"],
 )
@@ -83,7 +86,9 @@ def test_parity_with_keras(use_scale, masking):
     k_out, k_scores = theirs([q, v, k], **kwargs)
     np.testing.assert_allclose(to_numpy(out), to_numpy(k_out), atol=ATOL)
     valid = query_mask if masking == "all" else np.ones((B, TQ), bool)
-    np.testing.assert_allclose(to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL)
+    np.testing.assert_allclose(
+        to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL
+    )
     np.testing.assert_array_equal(to_numpy(scores)[~valid], 0.0)
 
 
@@ -94,7 +99,9 @@ def test_keras_form_weights_and_config_match_keras():
     theirs([q, v])
     ours([q, v])
     assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
-    assert [w.name for w in ours.weights] == [w.name for w in theirs.weights] == ["scale"]
+    assert (
+        [w.name for w in ours.weights] == [w.name for w in theirs.weights] == ["scale"]
+    )
     assert "score_mode" not in ours.get_config()
 
 
@@ -107,18 +114,29 @@ def test_bahdanau_matches_reference(use_bias, causal):
     weights = _random_weights(layer)
     layer.set_weights(weights)
     names = [w.name for w in layer.weights]
-    assert names == ["query_kernel", "key_kernel"] + (["bias"] if use_bias else []) + ["scale"]
-    named = dict(zip(names, weights))
+    assert names == ["query_kernel", "key_kernel"] + (["bias"] if use_bias else []) + [
+        "scale"
+    ]
+    named = dict(zip(names, weights, strict=True))
     value_mask = np.array([[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)
     out, scores = layer(
-        [q, v, k], mask=[None, value_mask], use_causal_mask=causal, return_attention_scores=True
+        [q, v, k],
+        mask=[None, value_mask],
+        use_causal_mask=causal,
+        return_attention_scores=True,
     )
     mask = np.broadcast_to(value_mask[:, None, :], (B, TQ, TV))
     if causal:
         mask = mask & np.tril(np.ones((TQ, TV), bool))
     ref_out, ref_w = _reference_bahdanau(
-        q, k, v, named["query_kernel"], named["key_kernel"],
-        named.get("bias", np.zeros(6)), named["scale"], mask,
+        q,
+        k,
+        v,
+        named["query_kernel"],
+        named["key_kernel"],
+        named.get("bias", np.zeros(6)),
+        named["scale"],
+        mask,
     )
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL)
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
@@ -130,7 +148,9 @@ def test_bahdanau_without_scale_sums_tanh():
     layer([q, v, k])
     w_q, w_k, bias = layer.get_weights()
     _, scores = layer([q, v, k], return_attention_scores=True)
-    _, ref_w = _reference_bahdanau(q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool))
+    _, ref_w = _reference_bahdanau(
+        q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool)
+    )
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
 
 
@@ -174,7 +194,9 @@ def test_implicit_masks_equal_explicit_masks():
         plain, mask=[q_ids != 0, v_ids != 0], return_attention_scores=True
     )
     np.testing.assert_allclose(to_numpy(implicit), to_numpy(explicit), atol=1e-7)
-    np.testing.assert_allclose(to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7)
+    np.testing.assert_allclose(
+        to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7
+    )
     assert not np.allclose(to_numpy(layer(plain)), to_numpy(explicit))
     rows = to_numpy(explicit_scores).sum(-1)
     np.testing.assert_allclose(rows, (q_ids != 0).astype("float32"), atol=1e-6)
@@ -193,7 +215,10 @@ def test_symbolic_scores_shape():
         ({"units": 0}, "Received: units=0"),
         ({"units": 2.5}, "Received: units=2.5"),
         ({"paper_init": True}, "Received: units=None"),
-        ({"units": 4, "paper_init": True, "use_scale": False}, "Received: use_scale=False"),
+        (
+            {"units": 4, "paper_init": True, "use_scale": False},
+            "Received: use_scale=False",
+        ),
         (
             {"units": 4, "paper_init": True, "kernel_initializer": "ones"},
             "Received: kernel_initializer='ones'",
@@ -211,5 +236,7 @@ def test_constructor_errors(kwargs, match):
 
 def test_feature_sizes_must_match_without_units():
     q, v, _ = _data(dq=5, dv=8)
-    with pytest.raises(ValueError, match=r"Received: query.shape\[-1\]=5, key.shape\[-1\]=8"):
+    with pytest.raises(
+        ValueError, match=r"Received: query.shape\[-1\]=5, key.shape\[-1\]=8"
+    ):
         AdditiveAttention()([q, v])

@@ -1,4 +1,4 @@
-"""attnkit.layers.MultiHeadAttention: Keras parity, GQA, KV cache, regressions of Keras bugs."""
+"""attnkit.layers.MultiHeadAttention: Keras parity, GQA, cache, Keras bug fixes."""
 
 import os
 
@@ -36,9 +36,13 @@ def _masks():
 def _paired(q, v, **kwargs):
     """attnkit and Keras layers with the same (random, non-zero bias) weights."""
     theirs = keras.layers.MultiHeadAttention(**kwargs)
-    theirs(q, v, return_attention_scores=True)  # the scores path works for every value_dim
+    theirs(
+        q, v, return_attention_scores=True
+    )  # the scores path works for every value_dim
     rng = np.random.default_rng(5)
-    theirs.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5 for w in theirs.get_weights()])
+    theirs.set_weights(
+        [rng.normal(size=w.shape).astype("float32") * 0.5 for w in theirs.get_weights()]
+    )
     ours = MultiHeadAttention(**kwargs)
     ours(q, v)
     ours.set_weights(theirs.get_weights())
@@ -48,12 +52,18 @@ def _paired(q, v, **kwargs):
 def _reference_mha(layer, q, v, mask=None, causal=False, window=None):
     """float64 projections + reference_attention + output projection."""
     w = {x.path.split("/", 1)[1]: to_numpy(x).astype(np.float64) for x in layer.weights}
-    proj = lambda x, name: np.einsum("btd,dhk->bthk", x, w[f"{name}/kernel"]) + w[f"{name}/bias"]  # noqa: E731
+
+    def proj(x, name):
+        return np.einsum("btd,dhk->bthk", x, w[f"{name}/kernel"]) + w[f"{name}/bias"]
+
     qh, kh, vh = proj(q, "query"), proj(v, "key"), proj(v, "value")
     out, weights = reference_attention(
         qh, kh, vh, score="scaled_dot", mask=mask, causal=causal, window=window
     )
-    out = np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"]) + w["attention_output/bias"]
+    out = (
+        np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"])
+        + w["attention_output/bias"]
+    )
     return out, weights
 
 
@@ -65,8 +75,15 @@ def _reference_mha(layer, q, v, mask=None, causal=False, window=None):
     [
         ({"num_heads": 2, "key_dim": 4}, [(B, TQ, D), (B, TV, D)], (B, 2, TQ, TV)),
         (
-            {"num_heads": 4, "key_dim": 4, "num_key_value_heads": 2, "value_dim": 3,
-             "use_gate": True, "output_shape": 5, "sliding_window": 2},
+            {
+                "num_heads": 4,
+                "key_dim": 4,
+                "num_key_value_heads": 2,
+                "value_dim": 3,
+                "use_gate": True,
+                "output_shape": 5,
+                "sliding_window": 2,
+            },
             [(B, TQ, D), (B, TV, 6), (B, TV, 7)],
             (B, 4, TQ, TV),
         ),
@@ -84,7 +101,8 @@ def test_contract(kwargs, shapes, scores_shape):
         kwargs,
         shapes,
         list_input="unpack",
-        expected_output_shape=shapes[0][:-1] + (kwargs.get("output_shape") or shapes[0][-1],),
+        expected_output_shape=shapes[0][:-1]
+        + (kwargs.get("output_shape") or shapes[0][-1],),
         expected_scores_shape=scores_shape,
         mask_input=0,
     )
@@ -97,12 +115,20 @@ def test_contract(kwargs, shapes, scores_shape):
     "kwargs",
     [
         {"num_heads": 2, "key_dim": 4},
-        {"num_heads": 2, "key_dim": 4, "value_dim": 3, "use_gate": True, "output_shape": (5,)},
+        {
+            "num_heads": 2,
+            "key_dim": 4,
+            "value_dim": 3,
+            "use_gate": True,
+            "output_shape": (5,),
+        },
         {"num_heads": 3, "key_dim": 2, "sliding_window": 2},
     ],
     ids=["plain", "value_dim_gate", "window"],
 )
-@pytest.mark.parametrize("masking", ["none", "causal", "value", "attention_causal", "query"])
+@pytest.mark.parametrize(
+    "masking", ["none", "causal", "value", "attention_causal", "query"]
+)
 def test_parity_with_keras(kwargs, masking):
     q, v = _data()
     ours, theirs = _paired(q, v, **kwargs)
@@ -135,10 +161,15 @@ def test_parity_with_keras(kwargs, masking):
     fast = to_numpy(ours(q, v, **ours_call))
     np.testing.assert_allclose(fast, to_numpy(out), atol=ATOL)
     if kwargs.get("value_dim") is None or keras.backend.backend() != "jax":
-        np.testing.assert_allclose(fast[valid], to_numpy(theirs(q, v, **call))[valid], atol=ATOL)
+        np.testing.assert_allclose(
+            fast[valid], to_numpy(theirs(q, v, **call))[valid], atol=ATOL
+        )
 
 
-@pytest.mark.parametrize("axes,shapes", [((1,), [(B, 3, 5, D), (B, 4, 5, D)]), ((1, 2), [(B, 3, 2, D), (B, 4, 3, D)])])
+@pytest.mark.parametrize(
+    "axes,shapes",
+    [((1,), [(B, 3, 5, D), (B, 4, 5, D)]), ((1, 2), [(B, 3, 2, D), (B, 4, 3, D)])],
+)
 def test_parity_with_keras_attention_axes(axes, shapes):
     rng = np.random.default_rng(0)
     q, v = (rng.normal(size=s).astype("float32") for s in shapes)
@@ -153,9 +184,18 @@ def test_parity_with_keras_attention_axes(axes, shapes):
 
 def test_weights_match_keras_names_and_shapes():
     q, v = _data()
-    kwargs = {"num_heads": 2, "key_dim": 4, "value_dim": 3, "use_gate": True, "output_shape": 5}
+    kwargs = {
+        "num_heads": 2,
+        "key_dim": 4,
+        "value_dim": 3,
+        "use_gate": True,
+        "output_shape": 5,
+    }
     ours, theirs = _paired(q, v, **kwargs)
-    strip = lambda layer: [(w.path.split("/", 1)[1], tuple(w.shape)) for w in layer.weights]  # noqa: E731
+
+    def strip(layer):
+        return [(w.path.split("/", 1)[1], tuple(w.shape)) for w in layer.weights]
+
     assert strip(ours) == strip(theirs)
 
 
@@ -164,7 +204,11 @@ def test_matches_float64_reference():
     layer = MultiHeadAttention(num_heads=2, key_dim=4, bias_initializer="random_normal")
     query_mask, value_mask = _masks()
     out, scores = layer(
-        q, v, query_mask=query_mask, value_mask=value_mask, use_causal_mask=True,
+        q,
+        v,
+        query_mask=query_mask,
+        value_mask=value_mask,
+        use_causal_mask=True,
         return_attention_scores=True,
     )
     mask = query_mask[:, :, None] & value_mask[:, None, :]
@@ -175,7 +219,9 @@ def test_matches_float64_reference():
 
 
 def test_keras_config_loads():
-    theirs = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.1, use_gate=True, seed=3)
+    theirs = keras.layers.MultiHeadAttention(
+        num_heads=2, key_dim=4, dropout=0.1, use_gate=True, seed=3
+    )
     ours = MultiHeadAttention.from_config(theirs.get_config())
     config = ours.get_config()
     for name, value in theirs.get_config().items():
@@ -219,9 +265,15 @@ def test_gqa_matches_reference(kv_heads):
 def test_implementations_agree(implementation):
     q, v = _data()
     _, value_mask = _masks()
-    base = MultiHeadAttention(num_heads=4, key_dim=2, value_dim=3, num_key_value_heads=2)
+    base = MultiHeadAttention(
+        num_heads=4, key_dim=2, value_dim=3, num_key_value_heads=2
+    )
     other = MultiHeadAttention(
-        num_heads=4, key_dim=2, value_dim=3, num_key_value_heads=2, implementation=implementation
+        num_heads=4,
+        key_dim=2,
+        value_dim=3,
+        num_key_value_heads=2,
+        implementation=implementation,
     )
     base(q, v)
     other(q, v)
@@ -245,11 +297,16 @@ def test_cached_decoding_equals_causal_call(kv_heads, window):
     steps = []
     for t in range(6):
         out, scores, cache = layer(
-            x[:, t : t + 1], x[:, t : t + 1], cache=cache, cache_update_index=t,
+            x[:, t : t + 1],
+            x[:, t : t + 1],
+            cache=cache,
+            cache_update_index=t,
             return_attention_scores=True,
         )
         assert tuple(scores.shape) == (B, 4, 1, 6)
-        np.testing.assert_allclose(to_numpy(scores)[:, :, 0], to_numpy(full_scores)[:, :, t], atol=ATOL)
+        np.testing.assert_allclose(
+            to_numpy(scores)[:, :, 0], to_numpy(full_scores)[:, :, t], atol=ATOL
+        )
         steps.append(to_numpy(out))
     np.testing.assert_allclose(np.concatenate(steps, 1), to_numpy(full), atol=ATOL)
     # The cache now holds the projected keys and values of the whole sequence.
@@ -263,11 +320,17 @@ def test_prefill_then_decode():
     layer = MultiHeadAttention(num_heads=2, key_dim=4, num_key_value_heads=1)
     full = to_numpy(layer(x, x, use_causal_mask=True))
     cache = keras.ops.zeros((B, 2, 6, 1, 4))
-    prefix, cache = layer(x[:, :4], x[:, :4], cache=cache, cache_update_index=0, use_causal_mask=True)
+    prefix, cache = layer(
+        x[:, :4], x[:, :4], cache=cache, cache_update_index=0, use_causal_mask=True
+    )
     np.testing.assert_allclose(to_numpy(prefix), full[:, :4], atol=ATOL)
     for t in (4, 5):
-        index = keras.ops.convert_to_tensor(t, dtype="int32")  # a traced index in a generate loop
-        step, cache = layer(x[:, t : t + 1], x[:, t : t + 1], cache=cache, cache_update_index=index)
+        index = keras.ops.convert_to_tensor(
+            t, dtype="int32"
+        )  # a traced index in a generate loop
+        step, cache = layer(
+            x[:, t : t + 1], x[:, t : t + 1], cache=cache, cache_update_index=index
+        )
         np.testing.assert_allclose(to_numpy(step), full[:, t : t + 1], atol=ATOL)
     # Without an index the cache is used as it is: the last query sees every position.
     whole, same_cache = layer(x[:, 5:], x[:, 5:], cache=cache)
@@ -279,7 +342,9 @@ def test_cache_symbolic_shapes():
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
     x = keras.Input((1, D))
     cache = keras.Input((2, 10, 2, 4))
-    out, scores, new_cache = layer(x, x, cache=cache, cache_update_index=3, return_attention_scores=True)
+    out, scores, new_cache = layer(
+        x, x, cache=cache, cache_update_index=3, return_attention_scores=True
+    )
     assert tuple(out.shape) == (None, 1, D)
     assert tuple(scores.shape) == (None, 2, 1, 10)
     assert tuple(new_cache.shape) == (None, 2, 10, 2, 4)
@@ -309,17 +374,26 @@ def test_implicit_masks_equal_explicit_masks():
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
     q_emb, v_emb = embedding(q_ids), embedding(v_ids)
     implicit, implicit_scores = layer(q_emb, v_emb, return_attention_scores=True)
-    plain_q, plain_v = (keras.ops.convert_to_tensor(to_numpy(x)) for x in (q_emb, v_emb))
+    plain_q, plain_v = (
+        keras.ops.convert_to_tensor(to_numpy(x)) for x in (q_emb, v_emb)
+    )
     explicit, explicit_scores = layer(
-        plain_q, plain_v, query_mask=q_ids != 0, value_mask=v_ids != 0,
+        plain_q,
+        plain_v,
+        query_mask=q_ids != 0,
+        value_mask=v_ids != 0,
         return_attention_scores=True,
     )
     np.testing.assert_allclose(to_numpy(implicit), to_numpy(explicit), atol=1e-7)
-    np.testing.assert_allclose(to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7)
+    np.testing.assert_allclose(
+        to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7
+    )
     assert not np.allclose(to_numpy(layer(plain_q, plain_v)), to_numpy(explicit))
     # Rows sum to 1, padded query rows to 0.
     rows = to_numpy(explicit_scores).sum(-1)
-    np.testing.assert_allclose(rows, np.broadcast_to((q_ids != 0)[:, None, :], rows.shape), atol=1e-6)
+    np.testing.assert_allclose(
+        rows, np.broadcast_to((q_ids != 0)[:, None, :], rows.shape), atol=1e-6
+    )
 
 
 def test_fully_masked_rows_are_zero_not_nan():
@@ -327,11 +401,15 @@ def test_fully_masked_rows_are_zero_not_nan():
     attention_mask = np.ones((B, TQ, TV), bool)
     attention_mask[0, 1] = False
     layer = MultiHeadAttention(num_heads=2, key_dim=4, use_bias=False)
-    out, scores = layer(q, v, attention_mask=attention_mask, return_attention_scores=True)
+    out, scores = layer(
+        q, v, attention_mask=attention_mask, return_attention_scores=True
+    )
     out, scores = to_numpy(out), to_numpy(scores)
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(scores[0, :, 1], 0.0)
-    np.testing.assert_array_equal(out[0, 1], 0.0)  # no bias: zero attention output stays 0
+    np.testing.assert_array_equal(
+        out[0, 1], 0.0
+    )  # no bias: zero attention output stays 0
 
 
 def test_query_mask_passes_on_to_the_output():
@@ -352,7 +430,9 @@ def test_query_mask_passes_on_to_the_output():
 def test_regression_symbolic_scores_use_key_length():
     # Keras gives (None, 2, 3, 3): Tq where Tv belongs.
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
-    _, scores = layer(keras.Input((3, D)), keras.Input((7, D)), return_attention_scores=True)
+    _, scores = layer(
+        keras.Input((3, D)), keras.Input((7, D)), return_attention_scores=True
+    )
     assert tuple(scores.shape) == (None, 2, 3, 7)
     q, v = _data(tq=3, tv=7)
     _, eager = layer(q, v, return_attention_scores=True)
@@ -362,10 +442,15 @@ def test_regression_symbolic_scores_use_key_length():
 def test_regression_symbolic_scores_with_attention_axes():
     # Keras gives (None, 2, 3, 3); the eager scores are (B, 5, 2, 3, 7).
     layer = MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=(1,))
-    _, scores = layer(keras.Input((3, 5, D)), keras.Input((7, 5, D)), return_attention_scores=True)
+    _, scores = layer(
+        keras.Input((3, 5, D)), keras.Input((7, 5, D)), return_attention_scores=True
+    )
     assert tuple(scores.shape) == (None, 5, 2, 3, 7)
     rng = np.random.default_rng(0)
-    q, v = rng.normal(size=(B, 3, 5, D)).astype("float32"), rng.normal(size=(B, 7, 5, D)).astype("float32")
+    q, v = (
+        rng.normal(size=(B, 3, 5, D)).astype("float32"),
+        rng.normal(size=(B, 7, 5, D)).astype("float32"),
+    )
     _, eager = layer(q, v, return_attention_scores=True)
     assert tuple(eager.shape) == (B, 5, 2, 3, 7)
     np.testing.assert_allclose(to_numpy(eager).sum(-1), 1.0, atol=1e-6)
@@ -383,8 +468,12 @@ def test_regression_explicit_query_mask_is_used():
     assert not np.allclose(unmasked[0, :, 3], 0.0)
     np.testing.assert_allclose(masked[1], unmasked[1], atol=1e-7)
     # An explicit mask wins over the tensor's Keras mask.
-    embedded = keras.layers.Embedding(10, D, mask_zero=True)(np.array([[1, 2, 3, 4], [1, 2, 3, 4]]))
-    _, overridden = layer(embedded, embedded, query_mask=query_mask, return_attention_scores=True)
+    embedded = keras.layers.Embedding(10, D, mask_zero=True)(
+        np.array([[1, 2, 3, 4], [1, 2, 3, 4]])
+    )
+    _, overridden = layer(
+        embedded, embedded, query_mask=query_mask, return_attention_scores=True
+    )
     np.testing.assert_array_equal(to_numpy(overridden)[0, :, 3], 0.0)
 
 
@@ -393,7 +482,9 @@ def test_regression_value_dim_on_the_fused_path(flash):
     # Keras crashes on JAX: "cannot reshape array of shape (2, 4, 2, 1, 6)".
     q, v = _data()
     kwargs = {"num_heads": 2, "key_dim": 4, "num_key_value_heads": 1}
-    fused = MultiHeadAttention(value_dim=6, implementation="fused", flash_attention=flash, **kwargs)
+    fused = MultiHeadAttention(
+        value_dim=6, implementation="fused", flash_attention=flash, **kwargs
+    )
     naive = MultiHeadAttention(value_dim=6, implementation="naive", **kwargs)
     short = MultiHeadAttention(value_dim=2, implementation="fused", **kwargs)
     short_naive = MultiHeadAttention(value_dim=2, implementation="naive", **kwargs)
@@ -403,7 +494,9 @@ def test_regression_value_dim_on_the_fused_path(flash):
         a.set_weights(b.get_weights())
         for kwargs_call in ({}, {"use_causal_mask": True}):
             np.testing.assert_allclose(
-                to_numpy(a(q, v, **kwargs_call)), to_numpy(b(q, v, **kwargs_call)), atol=ATOL
+                to_numpy(a(q, v, **kwargs_call)),
+                to_numpy(b(q, v, **kwargs_call)),
+                atol=ATOL,
             )
 
 
@@ -426,7 +519,9 @@ def test_regression_flash_attention_is_saved(flash, tmp_path):
 def test_model_of_attnkit_layers_saves_and_reloads(tmp_path):
     ids = keras.Input((TQ,), dtype="int32")
     x = keras.layers.Embedding(12, D, mask_zero=True)(ids)
-    x = MultiHeadAttention(num_heads=4, key_dim=2, num_key_value_heads=2)(x, x, use_causal_mask=True)
+    x = MultiHeadAttention(num_heads=4, key_dim=2, num_key_value_heads=2)(
+        x, x, use_causal_mask=True
+    )
     x = attnkit.layers.Attention(score_mode="general")([x, x])
     x = attnkit.layers.AdditiveAttention(units=5, paper_init=True)([x, x])
     model = keras.Model(ids, keras.layers.GlobalAveragePooling1D()(x))
@@ -453,8 +548,14 @@ def test_model_of_attnkit_layers_saves_and_reloads(tmp_path):
         ({"flash_attention": "yes"}, "Received: flash_attention='yes'"),
         ({"num_key_value_heads": 3}, "Received: num_heads=4, num_key_value_heads=3"),
         ({"implementation": "flash"}, "Received: implementation='flash'"),
-        ({"flash_attention": True, "implementation": "naive"}, "Received: implementation='naive'"),
-        ({"flash_attention": False, "implementation": "fused"}, "Received: implementation='fused'"),
+        (
+            {"flash_attention": True, "implementation": "naive"},
+            "Received: implementation='naive'",
+        ),
+        (
+            {"flash_attention": False, "implementation": "fused"},
+            "Received: implementation='fused'",
+        ),
         ({"dropout": 0.1, "flash_attention": True}, "Received: dropout=0.1"),
         ({"seed": "1"}, "Received: seed='1'"),
     ],
@@ -468,13 +569,17 @@ def test_constructor_errors(kwargs, match):
 def test_call_errors():
     q, v = _data()
     with pytest.raises(ValueError, match="Received: return_attention_scores=True"):
-        MultiHeadAttention(num_heads=2, key_dim=4, flash_attention=True)(q, v, return_attention_scores=True)
+        MultiHeadAttention(num_heads=2, key_dim=4, flash_attention=True)(
+            q, v, return_attention_scores=True
+        )
     with pytest.raises(ValueError, match=r"Received: attention_axes=\(3,\)"):
         MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=3)(q, v)
     with pytest.raises(ValueError, match="Received: value_shape="):
         MultiHeadAttention(num_heads=2, key_dim=4)(q, v, v[:, :3])
     with pytest.raises(ValueError, match=r"Received: attention_mask.shape=\(6,\)"):
-        MultiHeadAttention(num_heads=2, key_dim=4)(q, v, attention_mask=np.ones((TV,), bool))
+        MultiHeadAttention(num_heads=2, key_dim=4)(
+            q, v, attention_mask=np.ones((TV,), bool)
+        )
 
 
 def test_dropout_only_in_training():

@@ -81,12 +81,12 @@ class AdditiveAttention(Attention):
     Example:
 
     >>> import numpy as np
-    >>> import attnkit
+    >>> import attnkit, keras
     >>> query = np.random.normal(size=(2, 3, 6)).astype("float32")
     >>> value = np.random.normal(size=(2, 5, 8)).astype("float32")
     >>> layer = attnkit.layers.AdditiveAttention(units=16, paper_init=True)
     >>> out, scores = layer([query, value], return_attention_scores=True)
-    >>> bool(np.allclose(scores, 1 / 5))
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(scores), 1 / 5))
     True
 
     References:
@@ -173,11 +173,15 @@ class AdditiveAttention(Attention):
         self.query_kernel = self.key_kernel = self.bias = None
         if self.units is not None:
             self.query_kernel = self.add_weight(
-                name="query_kernel", shape=(query_dim, width), initializer=kernel_init,
+                name="query_kernel",
+                shape=(query_dim, width),
+                initializer=kernel_init,
                 dtype=self.dtype,
             )
             self.key_kernel = self.add_weight(
-                name="key_kernel", shape=(key_dim, width), initializer=_clone(kernel_init),
+                name="key_kernel",
+                shape=(key_dim, width),
+                initializer=_clone(kernel_init),
                 dtype=self.dtype,
             )
             if self.use_bias:
@@ -192,7 +196,9 @@ class AdditiveAttention(Attention):
 
     def _scores(self, query, key):
         if self.units is not None:
-            query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (B, Tq, n)
+            query = ops.matmul(
+                query, ops.cast(self.query_kernel, query.dtype)
+            )  # (B, Tq, n)
             key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, n)
             if self.bias is not None:
                 query = query + ops.cast(self.bias, query.dtype)

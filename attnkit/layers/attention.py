@@ -18,7 +18,9 @@ SCORE_MODES = ("dot", "scaled_dot", "general", "cosine", "concat")
 
 def _l2_normalize(x, eps=1e-12):
     # sqrt(sum x²) clipped away from 0 so a zero vector scores 0, not NaN.
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
+    return x / ops.sqrt(
+        ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps)
+    )
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -124,12 +126,15 @@ class Attention(keras.layers.Layer):
         self.use_scale = _base.check_bool(use_scale, "use_scale")
         if score_mode not in SCORE_MODES:
             raise ValueError(
-                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
+                f"`score_mode` must be one of {SCORE_MODES}. "
+                f"Received: score_mode={score_mode!r}"
             )
         self.score_mode = score_mode
         self.dropout = _base.check_rate(dropout)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+            raise ValueError(
+                f"`seed` must be an integer or None. Received: seed={seed!r}"
+            )
         self.seed = seed
         self.sliding_window = _base.check_positive_int(
             sliding_window, "sliding_window", allow_none=True
@@ -158,7 +163,10 @@ class Attention(keras.layers.Layer):
             )
         if self.score_mode == "concat":
             self.concat_score_weight = self.add_weight(
-                name="concat_score_weight", shape=(), initializer="ones", dtype=self.dtype
+                name="concat_score_weight",
+                shape=(),
+                initializer="ones",
+                dtype=self.dtype,
             )
         query_dim = input_shape[0][-1]
         key_dim = input_shape[2 if len(input_shape) > 2 else 1][-1]
@@ -200,9 +208,14 @@ class Attention(keras.layers.Layer):
             [self._flatten_batch(value_mask, 1), self._flatten_batch(key_mask, 1)],
         )  # (B, Tq, Tv)
         causal, window, window_mask = _base.position_arguments(
-            tq, tv, causal=bool(use_causal_mask or self.causal), window=self.sliding_window
+            tq,
+            tv,
+            causal=bool(use_causal_mask or self.causal),
+            window=self.sliding_window,
         )
-        full_mask = combine_masks(pad, None if window_mask is None else window_mask[None])
+        full_mask = combine_masks(
+            pad, None if window_mask is None else window_mask[None]
+        )
 
         q3, k3, score = self._scores(q3, k3)
         dropout_active = bool(training) and self.dropout > 0
@@ -222,10 +235,14 @@ class Attention(keras.layers.Layer):
         )
         if return_attention_scores:
             out, weights = result
-            out = ops.reshape(out, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+            out = ops.reshape(
+                out, (*batch_shape, tq, ops.shape(v3)[-1])
+            )  # (..., Tq, Dv)
             weights = ops.reshape(weights, (*batch_shape, tq, tv))  # (..., Tq, Tv)
             return out, weights
-        return ops.reshape(result, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+        return ops.reshape(
+            result, (*batch_shape, tq, ops.shape(v3)[-1])
+        )  # (..., Tq, Dv)
 
     def _scores(self, query, key):
         """The (query, key, score) handed to the core; the scale is folded in.
@@ -292,7 +309,8 @@ class Attention(keras.layers.Layer):
         query, value = inputs[0], inputs[1]
         key = inputs[2] if len(inputs) > 2 else value
         output = keras.KerasTensor(
-            self.compute_output_shape([query.shape, value.shape]), dtype=self.compute_dtype
+            self.compute_output_shape([query.shape, value.shape]),
+            dtype=self.compute_dtype,
         )
         if return_attention_scores:
             scores_shape = (*query.shape[:-1], key.shape[-2])  # (..., Tq, Tv)
@@ -319,7 +337,11 @@ class Attention(keras.layers.Layer):
             )
         value_shape = shapes[1]
         key_shape = shapes[2] if len(shapes) > 2 else value_shape
-        if key_shape[-2] is not None and value_shape[-2] is not None and key_shape[-2] != value_shape[-2]:
+        if (
+            key_shape[-2] is not None
+            and value_shape[-2] is not None
+            and key_shape[-2] != value_shape[-2]
+        ):
             raise ValueError(
                 f"{name}: key and value must have the same length. "
                 f"Received: value.shape={value_shape}, key.shape={key_shape}"
@@ -346,4 +368,6 @@ class Attention(keras.layers.Layer):
 
 
 def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
+    return isinstance(x, (list, tuple)) and all(
+        d is None or isinstance(d, int) for d in x
+    )

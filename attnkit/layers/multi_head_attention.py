@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
 
 
 def _projection_equation(free_dims, bound_dims, output_dims):
-    """EinsumDense equation and bias axes: (free, bound) x (bound, out) -> (free, out)."""
+    """EinsumDense equation and bias axes: (free, bound)·(bound, out) -> (free, out)."""
     letters = string.ascii_lowercase
     free = letters[:free_dims]
     bound = letters[free_dims : free_dims + bound_dims]
@@ -199,8 +199,13 @@ class MultiHeadAttention(keras.layers.Layer):
         self._use_gate = _base.check_bool(use_gate, "use_gate")
         if output_shape is not None:
             shape = (output_shape,) if isinstance(output_shape, int) else output_shape
-            if not isinstance(shape, (list, tuple)) or not shape or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+            if (
+                not isinstance(shape, (list, tuple))
+                or not shape
+                or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0
+                    for d in shape
+                )
             ):
                 raise ValueError(
                     "`output_shape` must be a positive int or a tuple of them. "
@@ -213,7 +218,9 @@ class MultiHeadAttention(keras.layers.Layer):
         if attention_axes is not None and (
             not isinstance(attention_axes, (list, tuple))
             or not attention_axes
-            or not all(isinstance(a, int) and not isinstance(a, bool) for a in attention_axes)
+            or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in attention_axes
+            )
         ):
             raise ValueError(
                 "`attention_axes` must be an int or a non-empty list/tuple of ints. "
@@ -236,7 +243,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if num_heads % kv_heads:
             raise ValueError(
                 "`num_heads` must be a multiple of `num_key_value_heads`. "
-                f"Received: num_heads={num_heads}, num_key_value_heads={num_key_value_heads}"
+                f"Received: num_heads={num_heads}, "
+                f"num_key_value_heads={num_key_value_heads}"
             )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
@@ -253,11 +261,14 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`flash_attention=False` forbids the fused kernel. "
                 f"Received: implementation={implementation!r}"
             )
-        if self._dropout > 0 and (flash_attention or implementation in ("chunked", "fused")):
+        if self._dropout > 0 and (
+            flash_attention or implementation in ("chunked", "fused")
+        ):
             raise ValueError(
                 "Dropout on the attention weights needs implementation 'naive' or "
                 f"'auto' (and no flash attention). Received: dropout={dropout}, "
-                f"implementation={implementation!r}, flash_attention={flash_attention!r}"
+                f"implementation={implementation!r}, "
+                f"flash_attention={flash_attention!r}"
             )
         self._implementation = implementation
         self._kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -268,9 +279,13 @@ class MultiHeadAttention(keras.layers.Layer):
         self._kernel_constraint = keras.constraints.get(kernel_constraint)
         self._bias_constraint = keras.constraints.get(bias_constraint)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+            raise ValueError(
+                f"`seed` must be an integer or None. Received: seed={seed!r}"
+            )
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed) if self._dropout > 0 else None
+        self.seed_generator = (
+            keras.random.SeedGenerator(seed) if self._dropout > 0 else None
+        )
 
     num_heads = property(lambda self: self._num_heads)
     key_dim = property(lambda self: self._key_dim)
@@ -293,7 +308,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
             raise ValueError(
                 "All dimensions of `value` and `key`, except the last one, must "
-                f"be equal. Received: value_shape={value_shape} and key_shape={key_shape}"
+                f"be equal. Received: value_shape={value_shape} and "
+                f"key_shape={key_shape}"
             )
         if len(query_shape) != len(value_shape) or len(query_shape) < 3:
             raise ValueError(
@@ -369,7 +385,13 @@ class MultiHeadAttention(keras.layers.Layer):
         q, k, v = (self._to_core_layout(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
         tq, tv = q.shape[1], k.shape[1]
         mask = self._core_mask(
-            batch, query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
+            batch,
+            query.shape,
+            key.shape,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
         )  # broadcastable to (B', H, Tq, Tv)
         if positions is not None:
             position_mask = self._cache_positions_mask(
@@ -385,8 +407,15 @@ class MultiHeadAttention(keras.layers.Layer):
                 mask = combine_masks(mask, window_mask[None, None])
 
         result = self._compute_attention(
-            q, k, v, mask, causal, window, training=dropout_active,
-            return_attention_scores=return_attention_scores, implementation=implementation,
+            q,
+            k,
+            v,
+            mask,
+            causal,
+            window,
+            training=dropout_active,
+            return_attention_scores=return_attention_scores,
+            implementation=implementation,
         )
         out, scores = result if return_attention_scores else (result, None)
         out = self._from_core_layout(out, query, batch)  # (B, Tq, H, Dv)
@@ -397,14 +426,26 @@ class MultiHeadAttention(keras.layers.Layer):
             _set_keras_mask(output, ops.cast(query_mask, "bool"))
         outputs = [output]
         if return_attention_scores:
-            outputs.append(self._scores_from_core_layout(scores, query, key if cache is None else None, batch, tv))
+            outputs.append(
+                self._scores_from_core_layout(
+                    scores, query, key if cache is None else None, batch, tv
+                )
+            )
         if cache is not None:
             outputs.append(cache)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def _compute_attention(
-        self, query, key, value, mask, causal, window, training,
-        return_attention_scores, implementation,
+        self,
+        query,
+        key,
+        value,
+        mask,
+        causal,
+        window,
+        training,
+        return_attention_scores,
+        implementation,
     ):
         """Attention of projected heads in the core layout (B, T, H, D)."""
         dv = value.shape[-1]
@@ -438,7 +479,9 @@ class MultiHeadAttention(keras.layers.Layer):
         if axes is None:
             axes = tuple(range(1, n + 1))
         normalized = tuple(a if a >= 0 else input_rank + a for a in axes)
-        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(normalized):
+        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(
+            normalized
+        ):
             raise ValueError(
                 "`attention_axes` must be distinct axes of the input other than the "
                 f"batch and feature axes (1 to {n}, or negative). "
@@ -467,7 +510,9 @@ class MultiHeadAttention(keras.layers.Layer):
         others, attn = self._layout
         sizes_o = [query.shape[a] for a in others]
         sizes_a = [query.shape[a] for a in attn]
-        out = ops.reshape(out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1]))
+        out = ops.reshape(
+            out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1])
+        )
         perm = (0, *others, *attn)
         inverse = [0] * (len(perm))
         for i, a in enumerate(perm):
@@ -481,8 +526,11 @@ class MultiHeadAttention(keras.layers.Layer):
         others, attn = self._layout
         sizes_o = [query.shape[a] for a in others]
         shape = (
-            batch, *sizes_o, scores.shape[1],
-            *[query.shape[a] for a in attn], *[key.shape[a] for a in attn],
+            batch,
+            *sizes_o,
+            scores.shape[1],
+            *[query.shape[a] for a in attn],
+            *[key.shape[a] for a in attn],
         )
         return ops.reshape(scores, shape)  # (B, <others>, H, <Aq>, <Ak>)
 
@@ -499,7 +547,14 @@ class MultiHeadAttention(keras.layers.Layer):
         return ops.reshape(mask, (-1, t))
 
     def _core_mask(
-        self, batch, query_shape, key_shape, query_mask, value_mask, key_mask, attention_mask
+        self,
+        batch,
+        query_shape,
+        key_shape,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
     ):
         mask = _base.padding_mask(
             self._flat_padding(query_mask),
@@ -540,12 +595,14 @@ class MultiHeadAttention(keras.layers.Layer):
         if self._value_dim != self._key_dim:
             raise ValueError(
                 "A key/value cache stacks keys and values and needs value_dim == "
-                f"key_dim. Received: key_dim={self._key_dim}, value_dim={self._value_dim}"
+                f"key_dim. Received: key_dim={self._key_dim}, "
+                f"value_dim={self._value_dim}"
             )
         expected = (2, None, self.num_key_value_heads, self._key_dim)
         shape = tuple(cache.shape)
         if len(shape) != 5 or any(
-            e is not None and s is not None and e != s for e, s in zip(expected, shape[1:])
+            e is not None and s is not None and e != s
+            for e, s in zip(expected, shape[1:], strict=True)
         ):
             raise ValueError(
                 "`cache` must have shape (B, 2, S, num_key_value_heads, key_dim) = "
@@ -602,7 +659,8 @@ class MultiHeadAttention(keras.layers.Layer):
             if return_scores:
                 raise ValueError(
                     "Attention scores cannot be returned with flash attention. "
-                    f"Received: return_attention_scores={return_scores}, flash_attention=True"
+                    f"Received: return_attention_scores={return_scores}, "
+                    "flash_attention=True"
                 )
             if dropout_active:
                 raise ValueError(
@@ -613,7 +671,11 @@ class MultiHeadAttention(keras.layers.Layer):
         if flash is False and self._implementation == "auto":
             tq, tv = query.shape[1], value.shape[1]
             large = tq is not None and tv is not None and tq * tv > NAIVE_MAX_PAIRS
-            return "chunked" if large and not (return_scores or dropout_active) else "naive"
+            return (
+                "chunked"
+                if large and not (return_scores or dropout_active)
+                else "naive"
+            )
         return self._implementation
 
     def _projection(self, rank, output_dims, name, activation=None):
@@ -652,7 +714,8 @@ class MultiHeadAttention(keras.layers.Layer):
         if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
             raise ValueError(
                 "All dimensions of `value` and `key`, except the last one, must "
-                f"be equal. Received: value_shape={value_shape} and key_shape={key_shape}"
+                f"be equal. Received: value_shape={value_shape} and "
+                f"key_shape={key_shape}"
             )
         if self._output_shape:
             return tuple(query_shape[:-1]) + self._output_shape
@@ -710,11 +773,17 @@ class MultiHeadAttention(keras.layers.Layer):
             "attention_axes": self._attention_axes,
             "sliding_window": self._sliding_window,
             "flash_attention": self._flash_attention,
-            "kernel_initializer": keras.initializers.serialize(self._kernel_initializer),
+            "kernel_initializer": keras.initializers.serialize(
+                self._kernel_initializer
+            ),
             "bias_initializer": keras.initializers.serialize(self._bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self._kernel_regularizer),
+            "kernel_regularizer": keras.regularizers.serialize(
+                self._kernel_regularizer
+            ),
             "bias_regularizer": keras.regularizers.serialize(self._bias_regularizer),
-            "activity_regularizer": keras.regularizers.serialize(self._activity_regularizer),
+            "activity_regularizer": keras.regularizers.serialize(
+                self._activity_regularizer
+            ),
             "kernel_constraint": keras.constraints.serialize(self._kernel_constraint),
             "bias_constraint": keras.constraints.serialize(self._bias_constraint),
             "seed": self.seed,
