@@ -1,21 +1,34 @@
 """Exact attention in O(N) memory: online softmax over query and key blocks.
 
 Milakov & Gimelshein 2018 (online softmax), Rabe & Staats 2021
-(arXiv:2112.05682), Dao et al. 2022 (FlashAttention). For each query block the
-keys are visited block by block, keeping a running max ``m``, denominator ``l``
-and unnormalised output ``acc``:
+(arXiv:2112.05682), Dao et al. 2022/2023 (FlashAttention, FlashAttention-2).
+For each query block the keys are visited block by block, keeping a running
+max ``m``, denominator ``l`` and unnormalised output ``acc``:
 
     m' = max(m, rowmax(s));  p = exp(s - m') · mask
     l' = l · exp(m - m') + rowsum(p);  acc' = acc · exp(m - m') + p v
 
+The forward pass also returns the log-sum-exp ``lse = m + log(l)`` of every
+query row. The backward pass (FlashAttention-2) recomputes each block's
+probabilities from it, ``p = exp(s - lse)``, instead of storing them:
+
+    dv += pᵀ do;  dp = do vᵀ;  ds = p · (dp - rowsum(do · o));  dq += ds k;  dk += dsᵀ q
+
+so training needs O(N) memory too. ``_backend_kernels`` attaches this backward
+to the forward with each backend's custom-gradient mechanism; with a ``bias``
+or a non-dot score the forward is differentiated by plain autodiff instead.
+
 Blocks that a causal or window mask hides entirely are skipped, not computed and
-discarded. Written once with ``keras.ops`` (``map``, ``fori_loop``, ``cond``), so
-it runs on every backend.
+discarded. Grouped-query attention never repeats keys: a key block is matched
+against the G query heads that share it in one batched matmul. Written once
+with ``keras.ops`` (``map``, ``fori_loop``, ``cond``), so it runs on every
+backend.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
 from keras import ops
@@ -24,6 +37,7 @@ from attnkit.ops import naive
 from attnkit.ops.masks import combine_masks, large_negative
 from attnkit.ops.softmax import softmax_dtype
 
+# (query_block, key_block), from the block-size sweep in docs/BENCHMARKS.md.
 DEFAULT_BLOCK = (512, 1024)
 
 
@@ -41,6 +55,81 @@ def _validate_block_size(block_size):
             f"key_block) or None. Received: block_size={block_size!r}"
         )
     return tuple(block_size)
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Static description of a blocked problem (hashable: a JAX static argument)."""
+
+    tq: int
+    tv: int
+    bq: int
+    bk: int
+    causal: str | None
+    window: int | None
+    offset: int
+
+    @property
+    def nq(self):
+        return math.ceil(self.tq / self.bq)
+
+    @property
+    def nk(self):
+        return math.ceil(self.tv / self.bk)
+
+    @property
+    def tq_pad(self):
+        return self.nq * self.bq
+
+    @property
+    def tv_pad(self):
+        return self.nk * self.bk
+
+    def needed(self, q_start, k_start):
+        """False when the causal/window mask hides the whole (q, k) block; None
+        when nothing can be skipped."""
+        q_first = q_start + self.offset
+        q_last = q_first + self.bq - 1
+        keep = None
+        if self.causal is not None:
+            keep = k_start <= q_last
+        if self.window is not None:
+            near = ops.logical_and(
+                k_start + self.bk - 1 > q_first - self.window,
+                k_start < q_last + self.window,
+            )
+            keep = near if keep is None else ops.logical_and(keep, near)
+        return keep
+
+    def position_mask(self, q_start, k_start):
+        """(bq, bk) mask from causal, window and key padding, or None."""
+        mask = None
+        if self.causal is not None or self.window is not None:
+            q_pos = ops.arange(self.bq, dtype="int32") + (q_start + self.offset)
+            k_pos = ops.arange(self.bk, dtype="int32") + k_start
+            from attnkit.ops.masks import position_mask
+
+            mask = position_mask(
+                q_pos[:, None], k_pos[None, :], causal=self.causal, window=self.window
+            )
+        if self.tv_pad != self.tv:
+            valid = (ops.arange(self.bk, dtype="int32") + k_start < self.tv)[None, :]
+            mask = valid if mask is None else ops.logical_and(mask, valid)
+        return mask
+
+
+def blocking(problem, block_size=None):
+    bq, bk = _validate_block_size(block_size)
+    tq, tv = problem.query_length, problem.key_length
+    return Blocking(
+        tq=tq,
+        tv=tv,
+        bq=min(bq, tq),
+        bk=min(bk, tv),
+        causal=problem.causal,
+        window=problem.window,
+        offset=problem.offset,
+    )
 
 
 def _pad_axis(x, axis, target):
@@ -74,86 +163,218 @@ def _block_of(x, q_start, bq, k_start, bk):
     return ops.slice(x, starts, sizes)
 
 
-def attend(problem, block_size=None):
-    """Returns the output (B, Tq, Hkv, G, Dv), computed block by block."""
-    bq, bk = _validate_block_size(block_size)
-    tq, tv = problem.query_length, problem.key_length
-    bq, bk = min(bq, tq), min(bk, tv)
-    nq, nk = math.ceil(tq / bq), math.ceil(tv / bk)
-    tq_pad, tv_pad = nq * bq, nk * bk
+def _query_blocks(x, cfg):
+    """(B, Tq, Hkv, G, D) -> (nq, B, Hkv, G, bq, D): head-major blocks, so every
+    block product is a plain batched matmul with no transposes in the loop."""
+    batch, _, kv_heads, groups, d = ops.shape(x)
+    x = ops.reshape(_pad_axis(x, 1, cfg.tq_pad), (batch, cfg.nq, cfg.bq, kv_heads, groups, d))
+    return ops.transpose(x, (1, 0, 3, 4, 2, 5))
 
-    query = naive.prescaled_query(problem)
+
+def _query_rows(x, cfg):
+    """(B, Hkv, G, Tq) -> (nq, B, Hkv, G, bq)."""
+    batch, kv_heads, groups, _ = ops.shape(x)
+    x = ops.reshape(_pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq))
+    return ops.transpose(x, (3, 0, 1, 2, 4))
+
+
+def _key_blocks(x, cfg):
+    """(B, Tv, Hkv, D) -> (nk, B, Hkv, bk, D)."""
+    batch, _, kv_heads, d = ops.shape(x)
+    x = ops.reshape(_pad_axis(x, 1, cfg.tv_pad), (batch, cfg.nk, cfg.bk, kv_heads, d))
+    return ops.transpose(x, (1, 0, 3, 2, 4))
+
+
+def _from_query_blocks(x, cfg):
+    """(nq, B, Hkv, G, bq, D) -> (B, Tq, Hkv, G, D)."""
+    _, batch, kv_heads, groups, _, d = ops.shape(x)
+    x = ops.transpose(x, (1, 0, 4, 2, 3, 5))  # (B, nq, bq, Hkv, G, D)
+    return ops.reshape(x, (batch, cfg.tq_pad, kv_heads, groups, d))[:, : cfg.tq]
+
+
+def _from_key_blocks(x, cfg):
+    """(nk, B, Hkv, bk, D) -> (B, Tv, Hkv, D)."""
+    _, batch, kv_heads, _, d = ops.shape(x)
+    x = ops.transpose(x, (1, 0, 3, 2, 4))  # (B, nk, bk, Hkv, D)
+    return ops.reshape(x, (batch, cfg.tv_pad, kv_heads, d))[:, : cfg.tv]
+
+
+def _loop(n, body, init, skip_test):
+    """fori_loop over blocks; ``skip_test(j)`` is None or False when block j is hidden."""
+
+    def guarded(j, state):
+        keep = skip_test(j)
+        if keep is None:
+            return body(j, state)
+        return ops.cond(keep, lambda: body(j, state), lambda: state)
+
+    return ops.fori_loop(0, n, guarded, init)
+
+
+def _masked_logits(s, block_mask, neg):
+    if block_mask is None:
+        return s
+    return ops.where(block_mask, s, neg)
+
+
+def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
+    """Blocked forward pass.
+
+    ``query`` (B, Tq, Hkv, G, D) already scaled, ``key`` (B, Tv, Hkv, D),
+    ``value`` (B, Tv, Hkv, Dv), all in the softmax dtype; ``mask`` a padded-free
+    bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or None. ``logits_fn(q_block, k_block)``
+    maps head-major blocks to (B, Hkv, G, bq, bk); the default is the dot product.
+    Returns the output (B, Tq, Hkv, G, Dv) and the log-sum-exp (B, Hkv, G, Tq)
+    (0 on rows with nothing to attend to).
+    """
     dtype = softmax_dtype(query.dtype)
-    out_dtype = keras.backend.result_type(query.dtype, problem.value.dtype)
-    value = ops.cast(problem.value, dtype)
     batch, _, kv_heads, groups, _ = ops.shape(query)
     dv = value.shape[-1]
-
-    q_blocks = ops.reshape(_pad_axis(query, 1, tq_pad), (batch, nq, bq, kv_heads, groups, query.shape[-1]))
-    k_blocks = ops.reshape(_pad_axis(problem.key, 1, tv_pad), (batch, nk, bk, kv_heads, problem.key.shape[-1]))
-    v_blocks = ops.reshape(_pad_axis(value, 1, tv_pad), (batch, nk, bk, kv_heads, dv))
-    mask = _pad_grouped(problem.mask, tq_pad, tv_pad)
-    bias = _pad_grouped(problem.bias, tq_pad, tv_pad)
+    q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
+    k_blocks = _key_blocks(key, cfg)  # (nk, B, Hkv, bk, D)
+    v_blocks = _key_blocks(value, cfg)  # (nk, B, Hkv, bk, Dv)
+    mask = _pad_grouped(mask, cfg.tq_pad, cfg.tv_pad)
+    bias = _pad_grouped(bias, cfg.tq_pad, cfg.tv_pad)
     neg = large_negative(dtype)
-    causal, window, offset = problem.causal, problem.window, problem.offset
+    if logits_fn is None:
 
-    def needed(q_start, k_start):
-        """False when the position mask hides the whole (q, k) block."""
-        q_first = q_start + offset
-        q_last = q_first + bq - 1
-        keep = None
-        if causal is not None:
-            keep = k_start <= q_last
-        if window is not None:
-            near = ops.logical_and(k_start + bk - 1 > q_first - window, k_start < q_last + window)
-            keep = near if keep is None else ops.logical_and(keep, near)
-        return keep
+        def logits_fn(qb, kb):
+            return ops.einsum("bhgqd,bhkd->bhgqk", qb, kb)  # (B, Hkv, G, bq, bk)
 
     def query_block(i):
-        q_start = i * bq
-        qb = ops.take(q_blocks, i, axis=1)  # (B, bq, Hkv, G, D)
-        m0 = ops.full((batch, kv_heads, groups, bq), neg, dtype=dtype)
-        l0 = ops.zeros((batch, kv_heads, groups, bq), dtype=dtype)
-        acc0 = ops.zeros((batch, kv_heads, groups, bq, dv), dtype=dtype)
+        q_start = i * cfg.bq
+        qb = ops.take(q_blocks, i, axis=0)  # (B, Hkv, G, bq, D)
+        m0 = ops.full((batch, kv_heads, groups, cfg.bq), neg, dtype=dtype)
+        l0 = ops.zeros((batch, kv_heads, groups, cfg.bq), dtype=dtype)
+        acc0 = ops.zeros((batch, kv_heads, groups, cfg.bq, dv), dtype=dtype)
 
         def update(j, state):
             m, l, acc = state
-            k_start = j * bk
-            kb = ops.take(k_blocks, j, axis=1)  # (B, bk, Hkv, D)
-            vb = ops.take(v_blocks, j, axis=1)  # (B, bk, Hkv, Dv)
-            s = naive.logits(problem, qb, kb)  # (B, Hkv, G, bq, bk)
-            block_bias = _block_of(bias, q_start, bq, k_start, bk)
+            k_start = j * cfg.bk
+            s = logits_fn(qb, ops.take(k_blocks, j, axis=0))  # (B, Hkv, G, bq, bk)
+            block_bias = _block_of(bias, q_start, cfg.bq, k_start, cfg.bk)
             if block_bias is not None:
                 s = s + ops.cast(block_bias, dtype)
-            valid = None
-            if tv_pad != tv:
-                valid = (ops.arange(bk, dtype="int32") + k_start < tv)[None, :]
             block_mask = combine_masks(
-                valid,
-                problem.position_mask(q_start, bq, k_start, bk),
-                _block_of(mask, q_start, bq, k_start, bk),
+                cfg.position_mask(q_start, k_start),
+                _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
             )
-            if block_mask is not None:
-                s = ops.where(block_mask, s, neg)
+            s = _masked_logits(s, block_mask, neg)
             m_new = ops.maximum(m, ops.max(s, axis=-1))
             p = ops.exp(s - m_new[..., None])
             if block_mask is not None:
                 p = p * ops.cast(block_mask, dtype)
             correction = ops.exp(m - m_new)
             l_new = l * correction + ops.sum(p, axis=-1)
-            pv = ops.einsum("bhgqk,bkhd->bhgqd", p, vb)  # (B, Hkv, G, bq, Dv)
-            return m_new, l_new, acc * correction[..., None] + pv
+            pv = ops.einsum("bhgqk,bhkd->bhgqd", p, ops.take(v_blocks, j, axis=0))
+            return m_new, l_new, acc * correction[..., None] + pv  # acc (B, Hkv, G, bq, Dv)
 
-        def body(j, state):
-            keep = needed(q_start, j * bk)
-            if keep is None:
-                return update(j, state)
-            return ops.cond(keep, lambda: update(j, state), lambda: state)
+        m, l, acc = _loop(
+            cfg.nk, update, (m0, l0, acc0), lambda j: cfg.needed(q_start, j * cfg.bk)
+        )
+        has_key = l > 0
+        safe_l = ops.where(has_key, l, ops.ones_like(l))
+        lse = ops.where(has_key, m + ops.log(safe_l), ops.zeros_like(l))
+        return acc / safe_l[..., None], lse
 
-        _, l, acc = ops.fori_loop(0, nk, body, (m0, l0, acc0))
-        return acc / ops.where(l > 0, l, ops.ones_like(l))[..., None]  # (B, Hkv, G, bq, Dv)
+    out, lse = ops.map(query_block, ops.arange(cfg.nq, dtype="int32"))
+    out = _from_query_blocks(out, cfg)  # (B, Tq, Hkv, G, Dv)
+    lse = ops.transpose(lse, (1, 2, 3, 0, 4))  # (B, Hkv, G, nq, bq)
+    lse = ops.reshape(lse, (batch, kv_heads, groups, cfg.tq_pad))[..., : cfg.tq]
+    return out, lse
 
-    blocks = ops.map(query_block, ops.arange(nq, dtype="int32"))  # (nq, B, Hkv, G, bq, Dv)
-    out = ops.transpose(blocks, (1, 0, 4, 2, 3, 5))  # (B, nq, bq, Hkv, G, Dv)
-    out = ops.reshape(out, (batch, tq_pad, kv_heads, groups, dv))[:, :tq]
+
+def backward(query, key, value, mask, cfg, out, lse, d_out):
+    """FlashAttention-2 backward of :func:`forward` (dot-product logits, no bias).
+
+    Recomputes each block's probabilities from ``lse``; two sweeps, one over
+    query blocks for dq and one over key blocks for dk and dv, so that every
+    gradient is written once (no scattered accumulation) on every backend.
+    Returns (dq, dk, dv) in the layouts of (query, key, value).
+    """
+    dtype = query.dtype
+    q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
+    do_blocks = _query_blocks(d_out, cfg)  # (nq, B, Hkv, G, bq, Dv)
+    delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
+    delta_blocks = _query_rows(delta, cfg)  # (nq, B, Hkv, G, bq)
+    lse_blocks = _query_rows(lse, cfg)  # (nq, B, Hkv, G, bq)
+    k_blocks = _key_blocks(key, cfg)  # (nk, B, Hkv, bk, D)
+    v_blocks = _key_blocks(value, cfg)  # (nk, B, Hkv, bk, Dv)
+    mask = _pad_grouped(mask, cfg.tq_pad, cfg.tv_pad)
+    neg = large_negative(dtype)
+
+    def probs_and_dlogits(i, j):
+        """p and ds of block (i, j), each (B, Hkv, G, bq, bk)."""
+        q_start, k_start = i * cfg.bq, j * cfg.bk
+        qb = ops.take(q_blocks, i, axis=0)
+        s = ops.einsum("bhgqd,bhkd->bhgqk", qb, ops.take(k_blocks, j, axis=0))
+        block_mask = combine_masks(
+            cfg.position_mask(q_start, k_start),
+            _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
+        )
+        s = _masked_logits(s, block_mask, neg)
+        p = ops.exp(s - ops.take(lse_blocks, i, axis=0)[..., None])
+        if block_mask is not None:
+            p = p * ops.cast(block_mask, dtype)
+        dob = ops.take(do_blocks, i, axis=0)
+        dp = ops.einsum("bhgqd,bhkd->bhgqk", dob, ops.take(v_blocks, j, axis=0))
+        ds = p * (dp - ops.take(delta_blocks, i, axis=0)[..., None])
+        return p, ds, qb, dob
+
+    def dq_block(i):
+        def update(j, dq):
+            _, ds, _, _ = probs_and_dlogits(i, j)
+            return dq + ops.einsum("bhgqk,bhkd->bhgqd", ds, ops.take(k_blocks, j, axis=0))
+
+        dq0 = ops.zeros_like(ops.take(q_blocks, i, axis=0))
+        return _loop(cfg.nk, update, dq0, lambda j: cfg.needed(i * cfg.bq, j * cfg.bk))
+
+    def dkv_block(j):
+        def update(i, state):
+            dk, dv = state
+            p, ds, qb, dob = probs_and_dlogits(i, j)
+            dv = dv + ops.einsum("bhgqk,bhgqd->bhkd", p, dob)
+            dk = dk + ops.einsum("bhgqk,bhgqd->bhkd", ds, qb)
+            return dk, dv
+
+        init = (
+            ops.zeros_like(ops.take(k_blocks, j, axis=0)),
+            ops.zeros_like(ops.take(v_blocks, j, axis=0)),
+        )
+        return _loop(cfg.nq, update, init, lambda i: cfg.needed(i * cfg.bq, j * cfg.bk))
+
+    dq = _from_query_blocks(ops.map(dq_block, ops.arange(cfg.nq, dtype="int32")), cfg)
+    dk, dv = ops.map(dkv_block, ops.arange(cfg.nk, dtype="int32"))
+    return dq, _from_key_blocks(dk, cfg), _from_key_blocks(dv, cfg)
+
+
+def uses_custom_gradient(problem):
+    """The recomputing backward covers dot-product logits without a bias."""
+    return problem.score_name == "dot" and problem.bias is None
+
+
+def attend(problem, block_size=None):
+    """Returns the output (B, Tq, Hkv, G, Dv), computed block by block."""
+    cfg = blocking(problem, block_size)
+    query = naive.prescaled_query(problem)
+    dtype = softmax_dtype(query.dtype)
+    out_dtype = keras.backend.result_type(query.dtype, problem.value.dtype)
+    value = ops.cast(problem.value, dtype)
+    if uses_custom_gradient(problem):
+        from attnkit.ops import _backend_kernels
+
+        out = _backend_kernels.flash_attention(
+            ops.cast(query, dtype), ops.cast(problem.key, dtype), value, problem.mask, cfg
+        )
+        return ops.cast(out, out_dtype)
+
+    def logits_fn(qb, kb):
+        # Custom scores take the grouped layout (B, T, Hkv, [G,] D).
+        q = ops.transpose(qb, (0, 3, 1, 2, 4))  # (B, bq, Hkv, G, D)
+        k = ops.transpose(kb, (0, 2, 1, 3))  # (B, bk, Hkv, D)
+        return naive.logits(problem, q, k)
+
+    out, _ = forward(
+        query, problem.key, value, problem.mask, cfg, bias=problem.bias, logits_fn=logits_fn
+    )
     return ops.cast(out, out_dtype)

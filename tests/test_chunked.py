@@ -1,0 +1,214 @@
+"""The chunked implementation is exact: forward and gradients against float64.
+
+Gradients are checked against a float64 NumPy derivation of softmax attention's
+backward pass (written from the equations, independent of the blocked code),
+with block sizes small enough that every case crosses several query and key
+blocks, and blocks that a causal or window mask hides are skipped.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from attnkit.ops import attention, chunked
+from attnkit.ops.attention import prepare
+from attnkit.testing.reference import reference_attention, reference_mask
+
+B, H, HKV, D = 2, 4, 2, 8
+TOL = 5e-6  # float32 against float64, inputs and cotangents of order 1
+
+
+def _inputs(rng, tq, tv, layout):
+    if layout == "3d":
+        shapes = (B, tq, D), (B, tv, D), (B, tv, D)
+    else:
+        hkv = H if layout == "mha" else (1 if layout == "mqa" else HKV)
+        shapes = (B, tq, H, D), (B, tv, hkv, D), (B, tv, hkv, D)
+    return [rng.normal(size=s).astype("float32") for s in shapes]
+
+
+def _padding(tv):
+    lengths = np.array([tv, max(tv - 7, 1)])
+    return (np.arange(tv)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, Tv)
+
+
+MASKINGS = {
+    "none": lambda tq, tv: {},
+    "causal": lambda tq, tv: {"causal": True},
+    "causal_top_left": lambda tq, tv: {"causal": "top_left"},
+    "window": lambda tq, tv: {"window": 5},
+    "causal_window": lambda tq, tv: {"causal": True, "window": 6},
+    "padding": lambda tq, tv: {"mask": _padding(tv)},
+    "padding_causal": lambda tq, tv: {"mask": _padding(tv), "causal": True},
+}
+
+
+def reference_gradients(q, k, v, g, **kwargs):
+    """d sum(attention(q, k, v) * g) / d(q, k, v) in float64, from the equations
+    dV = Pᵀ G, dP = G Vᵀ, dS = P ⊙ (dP - rowsum(dP ⊙ P)), dQ = c dS K, dK = c dSᵀ Q."""
+    q, k, v, g = (np.asarray(t, np.float64) for t in (q, k, v, g))
+    squeeze = q.ndim == 3
+    if squeeze:
+        q, k, v, g = (t[:, :, None] for t in (q, k, v, g))
+    _, tq, h, d = q.shape
+    tv, hkv = k.shape[1], k.shape[2]
+    group = h // hkv
+    scale = 1.0 / np.sqrt(d)
+    _, weights = reference_attention(
+        q, k, v, **{**kwargs, **({"mask": kwargs["mask"][:, None]} if "mask" in kwargs else {})}
+    )  # (B, H, Tq, Tv)
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for head in range(h):
+        kv = head // group
+        p = weights[:, head]  # (B, Tq, Tv)
+        gh = g[:, :, head]  # (B, Tq, Dv)
+        dv[:, :, kv] += np.einsum("bqk,bqd->bkd", p, gh)
+        dp = np.einsum("bqd,bkd->bqk", gh, v[:, :, kv])
+        ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
+        dq[:, :, head] = scale * np.einsum("bqk,bkd->bqd", ds, k[:, :, kv])
+        dk[:, :, kv] += scale * np.einsum("bqk,bqd->bkd", ds, q[:, :, head])
+    if squeeze:
+        dq, dk, dv = dq[:, :, 0], dk[:, :, 0], dv[:, :, 0]
+    return dq, dk, dv
+
+
+def gradients(q, k, v, g, **kwargs):
+    """(out, dq, dk, dv) of sum(attention(q, k, v, **kwargs) * g) on this backend."""
+    backend = keras.backend.backend()
+
+    def loss(q, k, v):
+        out = attention(q, k, v, **kwargs)
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(g)), out
+
+    if backend == "jax":
+        import jax
+
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+        return (np.asarray(out), *(np.asarray(t) for t in grads))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(t) for t in (q, k, v)]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value, out = loss(*tensors)
+        return (out.numpy(), *(t.numpy() for t in tape.gradient(value, tensors)))
+    import torch
+
+    tensors = [torch.tensor(t, requires_grad=True) for t in (q, k, v)]
+    value, out = loss(*tensors)
+    value.backward()
+    return (out.detach().numpy(), *(t.grad.numpy() for t in tensors))
+
+
+def _check(q, k, v, kwargs, block_size, rng):
+    g = rng.normal(size=q.shape[:-1] + (v.shape[-1],)).astype("float32")
+    out, dq, dk, dv = gradients(
+        q, k, v, g, implementation="chunked", block_size=block_size, **kwargs
+    )
+    ref_kwargs = dict(kwargs)
+    expected, _ = reference_attention(q, k, v, **ref_kwargs)
+    np.testing.assert_allclose(out, expected, atol=TOL, rtol=0, err_msg="output")
+    for name, got, want in zip("qkv", (dq, dk, dv), reference_gradients(q, k, v, g, **kwargs), strict=True):
+        assert np.all(np.isfinite(got)), name
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"d{name}")
+
+
+# Every masking on GQA with Tq != Tv, and every layout and length pairing under
+# the two maskings that exercise the most code (skipped blocks, padded keys).
+CASES = [("gqa", (13, 29), m) for m in sorted(MASKINGS)] + [
+    (layout, lengths, masking)
+    for layout in ("3d", "mha", "gqa", "mqa")
+    for lengths in ((23, 23), (29, 13))
+    for masking in ("causal_window", "padding_causal")
+]
+
+
+@pytest.mark.parametrize(("layout", "lengths", "masking"), CASES)
+def test_forward_and_gradients_equal_float64(layout, lengths, masking, rng):
+    tq, tv = lengths
+    q, k, v = _inputs(rng, tq, tv, layout)
+    kwargs = MASKINGS[masking](tq, tv)
+    if layout == "3d" and "mask" in kwargs:
+        kwargs["mask"] = kwargs["mask"][:, 0][:, None, :]  # (B, 1, Tv) broadcasts to (B, Tq, Tv)
+    _check(q, k, v, kwargs, (4, 6), rng)
+
+
+@pytest.mark.parametrize("block_size", ((1, 1), (3, 7), (8, 8), (64, 64)))
+def test_block_sizes_do_not_change_the_result(block_size, rng):
+    q, k, v = _inputs(rng, 17, 17, "gqa")
+    _check(q, k, v, {"causal": True}, block_size, rng)
+
+
+def test_longer_sequence_spanning_many_blocks(rng):
+    q, k, v = _inputs(rng, 300, 300, "gqa")
+    _check(q, k, v, {"causal": True, "window": 70}, (32, 48), rng)
+
+
+def test_fully_masked_rows_are_zero_with_zero_gradients(rng):
+    q, k, v = _inputs(rng, 12, 12, "gqa")
+    mask = np.ones((B, 12, 12), dtype=bool)
+    mask[0, :5] = False  # batch 0: first five queries see nothing
+    mask[1, :, :] = False  # batch 1: nothing at all
+    g = rng.normal(size=q.shape[:-1] + (v.shape[-1],)).astype("float32")
+    out, dq, dk, dv = gradients(q, k, v, g, mask=mask, implementation="chunked", block_size=(4, 4))
+    for t in (out, dq, dk, dv):
+        assert np.all(np.isfinite(t))
+    assert np.all(out[0, :5] == 0) and np.all(out[1] == 0)
+    assert np.all(dq[0, :5] == 0) and np.all(dq[1] == 0)
+    assert np.all(dk[1] == 0) and np.all(dv[1] == 0)
+    expected, _ = reference_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(out, expected, atol=TOL, rtol=0)
+    for got, want in zip((dq, dk, dv), reference_gradients(q, k, v, g, mask=mask), strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_bias_and_cosine_fall_back_to_autodiff_and_stay_exact(rng):
+    q, k, v = _inputs(rng, 13, 17, "gqa")
+    bias = rng.normal(size=(B, H, 13, 17)).astype("float32")
+    g = rng.normal(size=q.shape[:-1] + (D,)).astype("float32")
+    for kwargs in ({"bias": bias}, {"score": "cosine", "causal": True}):
+        chunk = gradients(q, k, v, g, implementation="chunked", block_size=(4, 5), **kwargs)
+        naive = gradients(q, k, v, g, implementation="naive", **kwargs)
+        for a, b in zip(chunk, naive, strict=True):
+            np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+
+
+def test_masked_blocks_are_skipped():
+    # A causal 4-block problem needs the 10 lower-triangle blocks of 16.
+    cfg = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=None, offset=0)
+    visited = [
+        (i, j)
+        for i in range(cfg.nq)
+        for j in range(cfg.nk)
+        if bool(to_numpy(cfg.needed(i * cfg.bq, j * cfg.bk)))
+    ]
+    assert len(visited) == 10 and all(j <= i for i, j in visited)
+    # A window of 4 keeps only the diagonal band.
+    band = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=4, offset=0)
+    kept = [
+        (i, j)
+        for i in range(4)
+        for j in range(4)
+        if bool(to_numpy(band.needed(i * 4, j * 4)))
+    ]
+    assert kept == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)]
+    # Skipping is exact: every visible (query, key) pair lies in a visited block.
+    visible = reference_mask(16, 16, causal=True, window=4)
+    for i, j in zip(*np.nonzero(visible), strict=True):
+        assert (i // 4, j // 4) in kept
+
+
+def test_blocking_covers_padding(rng):
+    q, k, v = _inputs(rng, 10, 10, "mha")
+    problem = prepare(q, k, v)
+    cfg = chunked.blocking(problem, (4, 3))
+    assert (cfg.nq, cfg.nk, cfg.tq_pad, cfg.tv_pad) == (3, 4, 12, 12)
+    _check(q, k, v, {}, (4, 3), rng)
+
+
+def test_invalid_block_size_is_an_error(rng):
+    q, k, v = _inputs(rng, 4, 4, "mha")
+    with pytest.raises(ValueError, match="`block_size` must be a pair"):
+        attention(q, k, v, implementation="chunked", block_size=(0, 4))
