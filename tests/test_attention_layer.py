@@ -368,3 +368,17 @@ def test_call_errors():
         Attention(score_mode="dot")([q, v[..., :3]])
     with pytest.raises(ValueError, match="Received: value.shape="):
         Attention()([q, v, v[:, :3]])
+
+
+def test_window_with_unknown_lengths_in_a_compiled_model():
+    q, v, _ = _data()
+    inputs = [keras.Input((None, D)), keras.Input((None, D))]
+    layer = Attention(score_mode="scaled_dot", sliding_window=2)
+    model = keras.Model(inputs, layer(inputs))
+    eager = to_numpy(layer([q, v]))
+    np.testing.assert_allclose(model.predict([q, v], verbose=0), eager, atol=1e-6)
+    i, j = np.arange(TQ)[:, None], np.arange(TV)[None, :]
+    ref_out, _ = reference_attention(
+        q, v, v, score="scaled_dot", mask=np.abs(i - j) < 2
+    )
+    np.testing.assert_allclose(eager, ref_out, atol=ATOL)

@@ -42,20 +42,23 @@ def check_bool(value, name):
     return value
 
 
-def position_arguments(query_length, key_length, *, causal, window):
+def position_arguments(query, key, *, causal, window):
     """``(causal, window, mask)`` for ``attnkit.ops.attention``, top-left aligned.
 
-    The core aligns a window without ``causal`` bottom-right; when Tq != Tv that
-    differs from Keras, so the window is then given as an explicit (Tq, Tv) mask.
+    ``query`` (B, Tq, ...) and ``key`` (B, Tv, ...) give the lengths. The core
+    aligns a window without ``causal`` bottom-right; unless Tq == Tv is known
+    statically, the window is then given as an explicit (Tq, Tv) mask.
     """
     if causal:
         return "top_left", window, None
-    if window is None or query_length == key_length:
+    tq, tv = query.shape[1], key.shape[1]
+    if window is None or (tq is not None and tq == tv):
         return False, window, None
-    mask = masks_lib.sliding_window_mask(
-        query_length, key_length, window, causal=False, alignment="top_left"
-    )  # (Tq, Tv)
-    return False, None, mask
+    tq, tv = ops.shape(query)[1], ops.shape(key)[1]
+    q_pos = ops.arange(tq, dtype="int32")[:, None]  # (Tq, 1)
+    k_pos = ops.arange(tv, dtype="int32")[None, :]  # (1, Tv)
+    mask = masks_lib.position_mask(q_pos, k_pos, causal=None, window=window)
+    return False, None, mask  # (Tq, Tv)
 
 
 def padding_mask(query_mask, key_masks, heads_axis=False):

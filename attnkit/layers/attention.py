@@ -202,14 +202,14 @@ class Attention(keras.layers.Layer):
         # Leading batch axes are folded into one: (..., T, D) -> (B, T, D).
         batch_shape = ops.shape(query)[:-2]
         q3, k3, v3 = (self._flatten_batch(x, 2) for x in (query, key, value))
-        tq, tv = q3.shape[1], k3.shape[1]
+        tq, tv = ops.shape(q3)[1], ops.shape(k3)[1]
         pad = _base.padding_mask(
             self._flatten_batch(query_mask, 1),
             [self._flatten_batch(value_mask, 1), self._flatten_batch(key_mask, 1)],
         )  # (B, Tq, Tv)
         causal, window, window_mask = _base.position_arguments(
-            tq,
-            tv,
+            q3,
+            k3,
             causal=bool(use_causal_mask or self.causal),
             window=self.sliding_window,
         )

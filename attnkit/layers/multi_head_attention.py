@@ -383,7 +383,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
         batch = ops.shape(query)[0]
         q, k, v = (self._to_core_layout(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
-        tq, tv = q.shape[1], k.shape[1]
+        tq, tv = ops.shape(q)[1], ops.shape(k)[1]
         mask = self._core_mask(
             batch,
             query.shape,
@@ -401,7 +401,7 @@ class MultiHeadAttention(keras.layers.Layer):
             causal, window = False, None
         else:
             causal, window, window_mask = _base.position_arguments(
-                tq, tv, causal=use_causal_mask, window=self._sliding_window
+                q, k, causal=use_causal_mask, window=self._sliding_window
             )
             if window_mask is not None:
                 mask = combine_masks(mask, window_mask[None, None])
@@ -758,6 +758,9 @@ class MultiHeadAttention(keras.layers.Layer):
             outputs.append(keras.KerasTensor(scores_shape, dtype=self.compute_dtype))
         if cache is not None:
             outputs.append(keras.KerasTensor(cache.shape, dtype=cache.dtype))
+        if query_mask is not None and _set_keras_mask is not None:
+            # An explicit query mask passes on (an implicit one is set by Keras).
+            _set_keras_mask(output, query_mask)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def get_config(self):
