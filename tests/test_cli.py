@@ -10,6 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from attnkit import attention_maps
 from attnkit.cli import main as cli
 from attnkit.cli.demos import common
 
@@ -255,6 +256,9 @@ def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
         probs = model.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0)
         assert probs.shape == (2, 10)
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        maps = attention_maps(model, np.zeros((2, 8, 8, 1), "float32"))
+        assert maps["pooling"].reshape(2, -1).shape == (2, 64)
+        assert maps["spatial_attention"].shape == (2, 2, 8, 8, 8, 8)
         weights.append(model.get_weights())
     assert lines[0] == lines[1]
     for a, b in zip(*weights, strict=True):

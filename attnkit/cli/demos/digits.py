@@ -7,7 +7,9 @@ every run is scored on the same 360 test images.
 Model: two 3x3 convolutions give a feature vector at each of the 8x8 positions;
 multi-head self-attention over both spatial axes (``attention_axes=(1, 2)``:
 every position attends to all 64) with a residual connection and layer norm;
-then attention pooling over the 64 positions and a softmax classifier.
+then attention pooling over the 64 positions, dropout and a softmax classifier.
+Adam with a cosine learning-rate decay to 0; 40 epochs take well under a minute
+on two CPU cores with JAX.
 
 Output: the test accuracy, the model as ``digits.keras``, and
 ``digits_attention.png``: test digits with the pooling attention (where the
@@ -16,6 +18,7 @@ classifier looks) laid over each.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from attnkit.cli.demos import common
@@ -25,7 +28,7 @@ GRID = 16  # digits in the attention figure
 
 
 def add_arguments(parser):
-    common.add_common_arguments(parser, epochs=30, out=f"attnkit-out/{NAME}")
+    common.add_common_arguments(parser, epochs=40, out=f"attnkit-out/{NAME}")
     parser.add_argument(
         "--batch-size",
         type=common.positive_int,
@@ -58,7 +61,8 @@ def load_data(limit=None):
     return x_train, y_train, x_test, y_test
 
 
-def build_model(seed=0):
+def build_model(seed=0, decay_steps=1000):
+    """The classifier, compiled; the learning rate decays to 0 over ``decay_steps``."""
     import keras
 
     from attnkit.layers import AttentionPooling, MultiHeadAttention
@@ -79,10 +83,12 @@ def build_model(seed=0):
     x = keras.layers.LayerNormalization()(keras.layers.Add()([x, a]))
     x = keras.layers.Reshape((64, 32))(x)  # (B, 64 positions, 32)
     x = AttentionPooling(units=32, name="pooling")(x)  # (B, 32); weights (B, 64)
+    x = keras.layers.Dropout(0.3, seed=seed)(x)
     outputs = keras.layers.Dense(10, activation="softmax")(x)
     model = keras.Model(inputs, outputs, name="digits_attention")
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
+        optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -116,7 +122,8 @@ def run(args):
     print(f"    {len(x_train)} training and {len(x_test)} test images of 8x8 pixels")
 
     common.step("training")
-    model = build_model(args.seed)
+    steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
+    model = build_model(args.seed, decay_steps=steps)
     model.fit(
         x_train,
         y_train,
