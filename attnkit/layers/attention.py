@@ -92,7 +92,9 @@ class Attention(keras.layers.Layer):
 
     Returns:
         The output `(..., Tq, Dv)`, and with `return_attention_scores` the
-        weights `(..., Tq, Tv)` after masking and softmax.
+        weights `(..., Tq, Tv)` after masking and softmax, taken before
+        dropout so that they always sum to 1 (Keras returns them after
+        dropout).
 
     Example:
 
