@@ -38,7 +38,7 @@ from attnkit.ops.masks import combine_masks, large_negative
 from attnkit.ops.softmax import softmax_dtype
 
 # (query_block, key_block), from the block-size sweep in docs/BENCHMARKS.md.
-DEFAULT_BLOCK = (512, 1024)
+DEFAULT_BLOCK = (256, 512)
 
 
 def _validate_block_size(block_size):

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import keras
 
-# Below this many (query, key) pairs per head the naive path is as fast as any
-# other and the scores fit in cache; above it chunked wins on memory and, on
-# JAX and TensorFlow, on time (page faults of large fresh buffers dominate).
+# Above this many (query, key) pairs per head, "auto" takes the chunked path
+# (on torch: only when the fused kernel cannot serve the call). Measured on a
+# 2-core CPU, forward, B=1, H=8, D=64 (docs/BENCHMARKS.md, "Dispatch table"):
+# on JAX chunked beats naive from N=512 on (13 vs 24 ms) and by 3-10x from
+# N=1024; on TensorFlow naive wins at N=512, they tie at N=1024 and chunked
+# wins from N=4096 on. Below the threshold the scores fit in cache.
+CHUNKED_MIN_PAIRS = {"jax": 256 * 256, "tensorflow": 1024 * 1024, "torch": 1024 * 1024}
+# The threshold attnkit.layers.MultiHeadAttention applies when flash attention
+# is switched off.
 NAIVE_MAX_PAIRS = 512 * 512
 
 
@@ -46,11 +52,13 @@ def choose(problem, implementation, return_weights, dropout_active):
                 f"Received: implementation={implementation!r}"
             )
         return implementation
-    # "auto"
+    # "auto": on torch the native SDPA kernel (fused, O(N) memory, also
+    # backward) is the fastest path at every measured size.
     backend = keras.backend.backend()
     if backend == "torch" and fused_supports(problem, return_weights, dropout_active) is None:
         return "fused"
     if chunked_supports(problem, return_weights, dropout_active) is None:
-        if problem.query_length * problem.key_length > NAIVE_MAX_PAIRS:
+        threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
+        if problem.query_length * problem.key_length > threshold:
             return "chunked"
     return "naive"

@@ -46,15 +46,28 @@ def attend(problem):
         if mask is not None:
             bias = bias + ops.where(mask, 0.0, large_negative(query.dtype))
             mask = None
-    out = ops.dot_product_attention(
-        query,
-        key,
-        value,
-        bias=bias,
-        mask=mask,
-        scale=1.0,
-        is_causal=simple_causal,
-    )  # (B, Tq, H, Dv)
+    if keras.backend.backend() == "torch":
+        # keras' torch path repeats K/V for grouped-query heads; SDPA's
+        # enable_gqa shares them (docs/BENCHMARKS.md).
+        from attnkit.ops import _backend_kernels
+
+        out = _backend_kernels.torch_sdpa(
+            query, key, value, mask=bias if bias is not None else mask, is_causal=simple_causal
+        )  # (B, Tq, H, Dv)
+    else:
+        if keras.backend.backend() == "tensorflow" and groups > 1:
+            # keras' TensorFlow kernel has no grouped-query heads.
+            key = ops.repeat(key, groups, axis=2)  # (B, Tv, H, D)
+            value = ops.repeat(value, groups, axis=2)
+        out = ops.dot_product_attention(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            scale=1.0,
+            is_causal=simple_causal,
+        )  # (B, Tq, H, Dv)
     if row_has_key is not None:
         keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
         out = out * keep

@@ -1,0 +1,87 @@
+"""implementation="auto" and the checks on explicit implementations."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from attnkit.ops import attention, dispatch
+from attnkit.ops.attention import prepare
+
+BACKEND = keras.backend.backend()
+
+
+def _problem(tq, tv, *, score="scaled_dot", heads=2, kv_heads=1, **kwargs):
+    q = np.zeros((1, tq, heads, 4), "float32")
+    kv = np.zeros((1, tv, kv_heads, 4), "float32")
+    return prepare(q, kv, kv, score=score, **kwargs)
+
+
+def _auto(problem, return_weights=False, dropout_active=False):
+    return dispatch.choose(problem, "auto", return_weights, dropout_active)
+
+
+def test_auto_follows_the_measured_table():
+    small, large = _problem(64, 64), _problem(2048, 2048)
+    if BACKEND == "torch":
+        assert _auto(small) == "fused" and _auto(large) == "fused"
+    else:
+        assert _auto(small) == "naive"
+        assert _auto(large) == "chunked"
+    threshold = dispatch.CHUNKED_MIN_PAIRS[BACKEND]
+    n = int(threshold**0.5)
+    if BACKEND != "torch":
+        assert _auto(_problem(n, n)) == "naive"
+        assert _auto(_problem(n, n + 1)) == "chunked"
+
+
+def test_auto_never_picks_fused_for_what_it_cannot_do():
+    large = _problem(2048, 2048)
+    assert _auto(large, return_weights=True) == "naive"
+    assert _auto(large, dropout_active=True) == "naive"
+    cosine = _auto(_problem(2048, 2048, score="cosine"))
+    assert cosine == "chunked"
+
+
+@pytest.mark.parametrize("impl", ("naive", "chunked", "fused"))
+def test_explicit_choice_is_kept(impl):
+    assert dispatch.choose(_problem(8, 8), impl, False, False) == impl
+
+
+@pytest.mark.parametrize(
+    ("impl", "return_weights", "dropout_active", "score", "match"),
+    [
+        ("chunked", True, False, "scaled_dot", "never materialises the weights"),
+        ("chunked", False, True, "scaled_dot", "does not apply dropout"),
+        ("fused", True, False, "scaled_dot", "does not return the attention weights"),
+        ("fused", False, True, "scaled_dot", "does not apply dropout"),
+        ("fused", False, False, "cosine", "only computes dot-product scores"),
+    ],
+)
+def test_unsupported_explicit_choice_is_an_error(impl, return_weights, dropout_active, score, match):
+    with pytest.raises(ValueError, match=match):
+        dispatch.choose(_problem(8, 8, score=score), impl, return_weights, dropout_active)
+
+
+@pytest.mark.parametrize("kwargs", ({}, {"causal": True}, {"window": 40, "causal": True}))
+def test_auto_equals_naive_above_the_threshold(kwargs, rng):
+    # Large enough that auto leaves the naive path on every backend.
+    n = 1040
+    q = rng.normal(size=(1, n, 2, 8)).astype("float32")
+    k = rng.normal(size=(1, n, 1, 8)).astype("float32")
+    v = rng.normal(size=(1, n, 1, 8)).astype("float32")
+    assert _auto(prepare(q, k, v, **kwargs)) != "naive"
+    auto = to_numpy(attention(q, k, v, **kwargs))
+    naive = to_numpy(attention(q, k, v, implementation="naive", **kwargs))
+    np.testing.assert_allclose(auto, naive, atol=2e-6, rtol=0)
+
+
+def test_fused_shares_grouped_heads_and_masks_rows(rng):
+    q = rng.normal(size=(2, 9, 4, 8)).astype("float32")
+    k = rng.normal(size=(2, 9, 1, 8)).astype("float32")
+    mask = np.ones((2, 9, 9), bool)
+    mask[1, :3] = False
+    fused = to_numpy(attention(q, k, k, mask=mask, implementation="fused"))
+    naive = to_numpy(attention(q, k, k, mask=mask, implementation="naive"))
+    np.testing.assert_allclose(fused, naive, atol=2e-6, rtol=0)
+    assert np.all(fused[1, :3] == 0)
