@@ -231,7 +231,7 @@ def test_demo_digits_smoke_and_reproducible(capsys, tmp_path):
             "--epochs",
             "1",
             "--limit",
-            "200",
+            "100",
             "--seed",
             "3",
             "--out",
