@@ -588,3 +588,19 @@ def test_dropout_only_in_training():
     inference = to_numpy(layer(q, v, training=False))
     np.testing.assert_allclose(to_numpy(layer(q, v)), inference, atol=1e-7)
     assert not np.allclose(to_numpy(layer(q, v, training=True)), inference)
+
+
+def test_flash_attention_false_avoids_the_fused_kernel():
+    q, v = _data()
+    base = MultiHeadAttention(num_heads=4, key_dim=2, num_key_value_heads=2)
+    plain = MultiHeadAttention(
+        num_heads=4, key_dim=2, num_key_value_heads=2, flash_attention=False
+    )
+    base(q, v)
+    plain(q, v)
+    plain.set_weights(base.get_weights())
+    assert plain._resolve_implementation(q, v, False, False) != "fused"
+    expected = to_numpy(base(q, v, use_causal_mask=True))
+    out, scores = plain(q, v, use_causal_mask=True, return_attention_scores=True)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=ATOL)
+    assert tuple(scores.shape) == (B, 4, TQ, TV)

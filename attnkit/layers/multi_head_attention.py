@@ -12,7 +12,7 @@ from keras import ops
 from attnkit.layers import _base
 from attnkit.ops import attention as core_attention
 from attnkit.ops.attention import IMPLEMENTATIONS
-from attnkit.ops.dispatch import NAIVE_MAX_PAIRS
+from attnkit.ops.dispatch import CHUNKED_MIN_PAIRS, NAIVE_MAX_PAIRS
 from attnkit.ops.masks import combine_masks
 
 try:  # Keras has no public API to attach a mask to a tensor.
@@ -668,14 +668,16 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"Received: dropout={self._dropout}, flash_attention=True"
                 )
             return "fused"
-        if flash is False and self._implementation == "auto":
+        backend = keras.backend.backend()
+        if flash is False and self._implementation == "auto" and backend == "torch":
+            # "auto" would take the fused kernel on torch: choose between the
+            # other two with the core's threshold.
             tq, tv = query.shape[1], value.shape[1]
-            large = tq is not None and tv is not None and tq * tv > NAIVE_MAX_PAIRS
-            return (
-                "chunked"
-                if large and not (return_scores or dropout_active)
-                else "naive"
-            )
+            threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
+            large = tq is not None and tv is not None and tq * tv > threshold
+            if large and not (return_scores or dropout_active):
+                return "chunked"
+            return "naive"
         return self._implementation
 
     def _projection(self, rank, output_dims, name, activation=None):
@@ -796,7 +798,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
 
 def _fused_compatible(query, key, value):
-    """Inputs the backends' fused kernels accept: equal head dims, equal heads on TF.
+    """Equal query/key and value head sizes, which JAX's fused kernel requires.
 
     Zero features added to q and k leave q·kᵀ unchanged; zero value features
     are sliced off the output by the caller.
@@ -807,8 +809,4 @@ def _fused_compatible(query, key, value):
         query, key = ops.pad(query, pad), ops.pad(key, pad)
     elif dk > dv:
         value = ops.pad(value, [(0, 0)] * 3 + [(0, dk - dv)])
-    heads, kv_heads = query.shape[2], key.shape[2]
-    if keras.backend.backend() == "tensorflow" and kv_heads != heads:
-        key = ops.repeat(key, heads // kv_heads, axis=2)  # (B, Tv, H, D)
-        value = ops.repeat(value, heads // kv_heads, axis=2)
     return query, key, value
