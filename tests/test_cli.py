@@ -148,6 +148,15 @@ def test_bad_demo_arguments_exit_2_naming_argument_and_value(
     assert match in err
 
 
+def test_addition_length_below_six_is_refused(capsys):
+    pytest.importorskip(
+        "attnkit.data.addition", reason="the addition task is not there yet"
+    )
+    code, _, err = _exit_code(capsys, "demo", "addition", "--length", "5")
+    assert code == 2
+    assert "argument --length: expected an integer >= 6. Received: '5'" in err
+
+
 def test_missing_command_and_unknown_demo(capsys):
     assert _exit_code(capsys)[0] == 2
     code, _, err = _exit_code(capsys, "demo", "mnist")

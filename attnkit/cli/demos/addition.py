@@ -29,7 +29,7 @@ def add_arguments(parser):
     common.add_common_arguments(parser, epochs=3, out=f"attnkit-out/{NAME}")
     parser.add_argument(
         "--length",
-        type=common.positive_int,
+        type=common.int_at_least(6),
         default=100,
         metavar="T",
         help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] "
@@ -119,9 +119,7 @@ def run(args):
         f"{len(x_test)} held-out test sequences"
     )
 
-    model = task.build_addition_model()
-    if not model.compiled:
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model = task.build_addition_model(seed=args.seed)  # compiled: Adam, MSE
 
     def score():
         pred = model.predict(x_test, batch_size=500, verbose=0).reshape(-1)

@@ -36,17 +36,21 @@ def positive_int(text):
     return value
 
 
-def probability(text):
-    """argparse type: a float in (0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1). Received: {text!r}"
-        )
-    return value
+def int_at_least(minimum):
+    """argparse type factory: an integer >= ``minimum``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}. Received: {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def _add(parser, *names, **kwargs):
