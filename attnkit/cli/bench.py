@@ -37,39 +37,68 @@ PASSES = ("fwd", "fwd+bwd")
 
 def add_arguments(parser):
     parser.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, default=None,
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=None,
         help="backends to run, each configuration in its own process "
         "(default: the current backend)",
     )
     parser.add_argument(
-        "--n", nargs="+", type=int, default=[1024, 4096, 16384],
+        "--n",
+        nargs="+",
+        type=int,
+        default=[1024, 4096, 16384],
         help="sequence lengths N (default: 1024 4096 16384)",
     )
     parser.add_argument(
-        "--impls", nargs="+", default=list(DEFAULT_IMPLS),
+        "--impls",
+        nargs="+",
+        default=list(DEFAULT_IMPLS),
         help=f"implementations: {' '.join(IMPLS)} or 'all' (default: naive chunked auto)",
     )
     parser.add_argument("--passes", nargs="+", choices=PASSES, default=["fwd"])
     parser.add_argument(
-        "--causal", choices=("no", "yes", "both"), default="no",
+        "--causal",
+        choices=("no", "yes", "both"),
+        default="no",
         help="causal self-attention (default: no)",
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--kv-heads", type=int, default=None, help="grouped-query K/V heads")
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls (default: 5)")
     parser.add_argument(
-        "--block-size", nargs=2, type=int, default=None, metavar=("BQ", "BK"),
+        "--kv-heads", type=int, default=None, help="grouped-query K/V heads"
+    )
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed calls after the warm-up (default: 5); 0 times the single "
+        "cold call (for memory runs at very large N)",
+    )
+    parser.add_argument(
+        "--block-size",
+        nargs=2,
+        type=int,
+        default=None,
+        metavar=("BQ", "BK"),
         help="block size of the chunked implementation",
     )
     parser.add_argument(
-        "--timeout", type=float, default=300.0,
+        "--timeout",
+        type=float,
+        default=300.0,
         help="seconds per configuration before it counts as failed (default: 300)",
     )
     parser.add_argument("--json", metavar="PATH", help="write all results as JSON")
-    parser.add_argument("--plot", metavar="PNG", nargs="?", const="bench.png",
-                        help="save a time-vs-N plot (default path: bench.png)")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        nargs="?",
+        const="bench.png",
+        help="save a time-vs-N plot (default path: bench.png)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
 
 
@@ -89,7 +118,9 @@ def _configs(args, backend):
     impls = list(IMPLS) if args.impls == ["all"] else args.impls
     for name in impls:
         if name not in IMPLS:
-            raise SystemExit(f"attnkit bench: unknown implementation {name!r}; choose from {IMPLS}")
+            raise SystemExit(
+                f"attnkit bench: unknown implementation {name!r}; choose from {IMPLS}"
+            )
     causal = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
     for pass_ in args.passes:
         for c in causal:
@@ -98,9 +129,15 @@ def _configs(args, backend):
                     continue
                 for n in args.n:
                     yield {
-                        "backend": backend, "impl": impl, "n": n, "pass": pass_,
-                        "causal": c, "batch": args.batch, "heads": args.heads,
-                        "kv_heads": args.kv_heads or args.heads, "dim": args.dim,
+                        "backend": backend,
+                        "impl": impl,
+                        "n": n,
+                        "pass": pass_,
+                        "causal": c,
+                        "batch": args.batch,
+                        "heads": args.heads,
+                        "kv_heads": args.kv_heads or args.heads,
+                        "dim": args.dim,
                         "repeats": args.repeats,
                         "block_size": args.block_size,
                     }
@@ -110,13 +147,17 @@ def _run_child(cfg, timeout):
     env = {**os.environ, "KERAS_BACKEND": cfg["backend"], "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "attnkit.cli.bench", "--child", json.dumps(cfg)]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {**cfg, "status": "fails", "error": f"timeout after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return {**cfg, **json.loads(line)}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [
+        f"exit {proc.returncode}"
+    ]
     if proc.returncode < 0:
         tail = [f"killed by signal {-proc.returncode} (out of memory?)"]
     return {**cfg, "status": "fails", "error": tail[0][:200]}
@@ -125,7 +166,9 @@ def _run_child(cfg, timeout):
 def _fmt_row(r):
     if r["status"] != "ok":
         return "fails"
-    return f"{r['median_ms']:.1f} ms ({r['peak_rss_gib']:.2f} GiB, {r['gflops']:.0f} GF/s)"
+    return (
+        f"{r['median_ms']:.1f} ms ({r['peak_rss_gib']:.2f} GiB, {r['gflops']:.0f} GF/s)"
+    )
 
 
 def _table(results):
@@ -136,15 +179,24 @@ def _table(results):
         key = (r["backend"], r["pass"], r["causal"], r["impl"])
         if key not in keys:
             keys.append(key)
-    header = "| backend | pass | causal | impl | " + " | ".join(f"N={n}" for n in ns) + " |"
+    header = (
+        "| backend | pass | causal | impl | " + " | ".join(f"N={n}" for n in ns) + " |"
+    )
     lines += [header, "|" + "---|" * (4 + len(ns))]
     for key in keys:
         cells = []
         for n in ns:
-            match = [r for r in results if (r["backend"], r["pass"], r["causal"], r["impl"]) == key and r["n"] == n]
+            match = [
+                r
+                for r in results
+                if (r["backend"], r["pass"], r["causal"], r["impl"]) == key
+                and r["n"] == n
+            ]
             cells.append(_fmt_row(match[0]) if match else "")
         b, p, c, i = key
-        lines.append(f"| {b} | {p} | {'yes' if c else 'no'} | {i} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {b} | {p} | {'yes' if c else 'no'} | {i} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -186,13 +238,20 @@ def run(args):
             if r["status"] == "ok":
                 r["gflops"] = flops(r) / (r["median_ms"] * 1e6)
             results.append(r)
-            status = _fmt_row(r) if r["status"] == "ok" else f"fails: {r.get('error', '')}"
-            print(f"  {backend:<10} {cfg['impl']:<9} {cfg['pass']:<7} "
-                  f"{'causal' if cfg['causal'] else '      '} N={cfg['n']:<6} {status}",
-                  file=sys.stderr, flush=True)
+            status = (
+                _fmt_row(r) if r["status"] == "ok" else f"fails: {r.get('error', '')}"
+            )
+            print(
+                f"  {backend:<10} {cfg['impl']:<9} {cfg['pass']:<7} "
+                f"{'causal' if cfg['causal'] else '      '} N={cfg['n']:<6} {status}",
+                file=sys.stderr,
+                flush=True,
+            )
     b, h, d = args.batch, args.heads, args.dim
-    print(f"float32 self-attention, B={b}, H={h}, Hkv={args.kv_heads or h}, D={d}; median of "
-          f"{args.repeats} after warm-up; time (peak RSS, GFLOP/s)")
+    print(
+        f"float32 self-attention, B={b}, H={h}, Hkv={args.kv_heads or h}, D={d}; median of "
+        f"{args.repeats} after warm-up; time (peak RSS, GFLOP/s)"
+    )
     print(_table(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -225,7 +284,9 @@ def _function(cfg):
         if impl in ("auto", "naive", "chunked", "fused"):
             from attnkit.ops import attention
 
-            return attention(q, k, v, causal=causal, implementation=impl, block_size=block)
+            return attention(
+                q, k, v, causal=causal, implementation=impl, block_size=block
+            )
         if impl == "keras-dpa":
             return ops.dot_product_attention(q, k, v, is_causal=causal)
         if impl == "keras-mha":
@@ -238,8 +299,11 @@ def _function(cfg):
                 import torch.nn.functional as F
 
                 out = F.scaled_dot_product_attention(
-                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                    is_causal=causal, enable_gqa=h != hkv,
+                    q.transpose(1, 2),
+                    k.transpose(1, 2),
+                    v.transpose(1, 2),
+                    is_causal=causal,
+                    enable_gqa=h != hkv,
                 )
                 return out.transpose(1, 2)
             if backend == "jax":
@@ -298,8 +362,9 @@ def child_main(cfg):
 
     try:
         fn = _function(cfg)
+        t0 = time.perf_counter()
         fn()  # warm-up: compilation, tracing, first-touch of buffers
-        times = []
+        times = [time.perf_counter() - t0] if cfg["repeats"] == 0 else []
         for _ in range(cfg["repeats"]):
             t0 = time.perf_counter()
             fn()
@@ -310,7 +375,10 @@ def child_main(cfg):
             "times_ms": [1e3 * t for t in times],
         }
     except Exception as error:  # an allocation failure is a result, not a crash
-        result = {"status": "fails", "error": f"{type(error).__name__}: {str(error)[:160]}"}
+        result = {
+            "status": "fails",
+            "error": f"{type(error).__name__}: {str(error)[:160]}",
+        }
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps(result), flush=True)
 

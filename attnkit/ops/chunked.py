@@ -199,6 +199,33 @@ def _from_key_blocks(x, cfg):
     return ops.reshape(x, (batch, cfg.tv_pad, kv_heads, d))[:, : cfg.tv]
 
 
+def _rows(x):
+    """(B, Hkv, G, bq, X) -> (B, Hkv, G·bq, X): a free reshape that lets every
+    block product be a plain batched matmul (several contracted axes at once
+    take a slow path in XLA on CPU)."""
+    b, h, g, q, last = ops.shape(x)
+    return ops.reshape(x, (b, h, g * q, last))
+
+
+def _qk(qb, kb):
+    """(B, Hkv, G, bq, D) x (B, Hkv, bk, D) -> (B, Hkv, G, bq, bk)."""
+    b, h, g, q, _ = ops.shape(qb)
+    s = ops.einsum("bhmd,bhkd->bhmk", _rows(qb), kb)
+    return ops.reshape(s, (b, h, g, q, kb.shape[2]))
+
+
+def _pv(pb, vb):
+    """(B, Hkv, G, bq, bk) x (B, Hkv, bk, Dv) -> (B, Hkv, G, bq, Dv)."""
+    b, h, g, q, _ = ops.shape(pb)
+    out = ops.einsum("bhmk,bhkd->bhmd", _rows(pb), vb)
+    return ops.reshape(out, (b, h, g, q, vb.shape[-1]))
+
+
+def _ptx(pb, xb):
+    """(B, Hkv, G, bq, bk)ᵀ x (B, Hkv, G, bq, D) summed over G -> (B, Hkv, bk, D)."""
+    return ops.einsum("bhmk,bhmd->bhkd", _rows(pb), _rows(xb))
+
+
 def _loop(n, body, init, skip_test):
     """fori_loop over blocks; ``skip_test(j)`` is None or False when block j is hidden."""
 
@@ -239,7 +266,7 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
     if logits_fn is None:
 
         def logits_fn(qb, kb):
-            return ops.einsum("bhgqd,bhkd->bhgqk", qb, kb)  # (B, Hkv, G, bq, bk)
+            return _qk(qb, kb)  # (B, Hkv, G, bq, bk)
 
     def query_block(i):
         q_start = i * cfg.bq
@@ -266,7 +293,7 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
                 p = p * ops.cast(block_mask, dtype)
             correction = ops.exp(m - m_new)
             l_new = l * correction + ops.sum(p, axis=-1)
-            pv = ops.einsum("bhgqk,bhkd->bhgqd", p, ops.take(v_blocks, j, axis=0))
+            pv = _pv(p, ops.take(v_blocks, j, axis=0))  # (B, Hkv, G, bq, Dv)
             return m_new, l_new, acc * correction[..., None] + pv  # acc (B, Hkv, G, bq, Dv)
 
         m, l, acc = _loop(
@@ -307,7 +334,7 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
         """p and ds of block (i, j), each (B, Hkv, G, bq, bk)."""
         q_start, k_start = i * cfg.bq, j * cfg.bk
         qb = ops.take(q_blocks, i, axis=0)
-        s = ops.einsum("bhgqd,bhkd->bhgqk", qb, ops.take(k_blocks, j, axis=0))
+        s = _qk(qb, ops.take(k_blocks, j, axis=0))
         block_mask = combine_masks(
             cfg.position_mask(q_start, k_start),
             _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
@@ -317,14 +344,14 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
         if block_mask is not None:
             p = p * ops.cast(block_mask, dtype)
         dob = ops.take(do_blocks, i, axis=0)
-        dp = ops.einsum("bhgqd,bhkd->bhgqk", dob, ops.take(v_blocks, j, axis=0))
+        dp = _qk(dob, ops.take(v_blocks, j, axis=0))
         ds = p * (dp - ops.take(delta_blocks, i, axis=0)[..., None])
         return p, ds, qb, dob
 
     def dq_block(i):
         def update(j, dq):
             _, ds, _, _ = probs_and_dlogits(i, j)
-            return dq + ops.einsum("bhgqk,bhkd->bhgqd", ds, ops.take(k_blocks, j, axis=0))
+            return dq + _pv(ds, ops.take(k_blocks, j, axis=0))
 
         dq0 = ops.zeros_like(ops.take(q_blocks, i, axis=0))
         return _loop(cfg.nk, update, dq0, lambda j: cfg.needed(i * cfg.bq, j * cfg.bk))
@@ -333,8 +360,8 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
         def update(i, state):
             dk, dv = state
             p, ds, qb, dob = probs_and_dlogits(i, j)
-            dv = dv + ops.einsum("bhgqk,bhgqd->bhkd", p, dob)
-            dk = dk + ops.einsum("bhgqk,bhgqd->bhkd", ds, qb)
+            dv = dv + _ptx(p, dob)
+            dk = dk + _ptx(ds, qb)
             return dk, dv
 
         init = (
