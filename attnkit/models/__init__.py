@@ -1,0 +1,1 @@
+"""attnkit.models: ready-made models for the demos."""

@@ -1,0 +1,116 @@
+"""``attnkit demo dates`` smoke run, and the year-attention statistic."""
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+from attnkit.cli import main as cli
+from attnkit.data import dates
+from attnkit.models import date_translator as dt
+
+
+def _check_png(path):
+    assert path.is_file(), path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100
+    assert pixels.std() > 0.01  # something was drawn
+
+
+def test_demo_dates_smoke(capsys, tmp_path):
+    rc = cli.main(
+        [
+            "demo",
+            "dates",
+            "--epochs",
+            "1",
+            "--samples",
+            "256",
+            "--test-samples",
+            "32",
+            "--batch-size",
+            "64",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    lines = [line for line in out.splitlines() if line.startswith("exact-match")]
+    assert len(lines) == 1 and lines[0].endswith("/32)")
+    assert "3 may 1979" in out
+    assert str(tmp_path / "dates_attention.png") in out
+    _check_png(tmp_path / "dates_attention.png")
+
+    model = keras.saving.load_model(tmp_path / "dates.keras")  # no custom_objects
+    x = dates.encode_human(["3 may 1979", "5/3/79"])
+    probs = model.predict([x, dates.teacher_inputs(np.zeros((2, 10), "int32"))])
+    assert probs.shape == (2, dates.TY, len(dates.MACHINE_VOCAB))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    weights = dt.alignments(model, x, np.zeros((2, dates.TY), "int32"))
+    assert weights.shape == (2, dates.TY, dates.TX)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    # padding is masked: no weight after "3 may 1979" (10 characters)
+    assert np.all(weights[0, :, 10:] == 0)
+
+
+def test_greedy_translate_feeds_back_its_own_outputs():
+    """Each step reads the previous step's output, not a teacher's."""
+    x_in = keras.Input((dates.TX,), dtype="int32")
+    y_in = keras.Input((dates.TY,), dtype="int32")
+    # step t predicts (previous token + 1) mod 12
+    nxt = keras.layers.Lambda(lambda t: keras.ops.mod(t + 1, 12))(y_in)
+    probs = keras.layers.Lambda(lambda t: keras.ops.one_hot(t, 12))(nxt)
+    model = keras.Model([x_in, y_in], probs)
+    out = dt.greedy_translate(model, np.zeros((3, dates.TX), "int32"))
+    # GO (11) -> 0, then 1, 2, ..., 9
+    np.testing.assert_array_equal(out, np.tile(np.arange(10), (3, 1)))
+
+
+def _peaked(texts, shift=0):
+    """Weights whose year rows peak on the year (shifted by ``shift``)."""
+    weights = np.full((len(texts), dates.TY, dates.TX), 0.01, "float32")
+    for i, text in enumerate(texts):
+        start, end = dates.year_span(text)
+        for k in range(4):
+            weights[i, k, min(start + k % (end - start) + shift, dates.TX - 1)] = 1.0
+    return weights
+
+
+TEXTS = ["3 may 1979", "5/3/79", "thursday may 3 1979", "03.05.79"]
+
+
+@pytest.mark.parametrize("per_digit", [False, True])
+def test_year_attention_rate_counts_peaks_inside_the_year(per_digit):
+    rate = dt.year_attention_rate
+    assert rate(_peaked(TEXTS), TEXTS, per_digit) == 1.0
+    assert rate(_peaked(TEXTS, shift=-1), TEXTS, per_digit) == 0.0
+    # outputs after the year (month, day) do not count
+    weights = _peaked(TEXTS)
+    weights[:, 5:, 0] = 9.0
+    assert rate(weights, TEXTS, per_digit) == 1.0
+
+
+def test_year_attention_rate_per_digit_is_the_stricter():
+    weights = _peaked(TEXTS)
+    weights[1, 1, :] = 0.0
+    weights[1, 1, 3] = 1.0  # "5/3/79": the century's second digit on the "/"
+    assert dt.year_attention_rate(weights, TEXTS) == 1.0
+    assert dt.year_attention_rate(weights, TEXTS, per_digit=True) == 0.75
+    # the year outputs together peaking off the year makes the example miss
+    weights[1, :4, :] = 0.0
+    weights[1, :4, 0] = 1.0
+    assert dt.year_attention_rate(weights, TEXTS) == 0.75
+
+
+def test_held_out_dates_are_not_in_training_and_are_seeded():
+    from attnkit.cli.demos import dates as demo
+
+    train = [h for h, _ in dates.random_dates(3000, seed=0)]
+    texts, isos, x, y = demo.held_out(500, train, seed=0)
+    assert len(texts) == 500 and not set(texts) & set(train)
+    assert x.shape == (500, dates.TX) and dates.decode_machine(y) == isos
+    assert demo.held_out(500, train, seed=0)[0] == texts
+    # a larger exclusion set still gives enough unseen dates
+    more = demo.held_out(50, texts[:400], seed=0)[0]
+    assert len(more) == 50 and not set(more) & set(texts[:400])
