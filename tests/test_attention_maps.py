@@ -168,6 +168,7 @@ _ATTNKIT_LAYERS = {
     "Attention": ({"score_mode": "general"}, "list", (B, TQ, TV)),
     "AdditiveAttention": ({"units": 6}, "list", (B, TQ, TV)),
     "MultiHeadAttention": ({"num_heads": 2, "key_dim": 4}, "qv", (B, 2, TQ, TV)),
+    "LocalAttention": ({"window": 2, "mode": "local-p"}, "list", (B, TQ, TV)),
 }
 
 
@@ -206,6 +207,25 @@ def test_three_attnkit_and_keras_layers_in_one_model():
     }
     for w in maps.values():
         np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_attnkit_attention_pooling_in_a_masked_sequential_model():
+    pooling = _attnkit_layer("AttentionPooling")
+    model = keras.Sequential(
+        [
+            keras.Input((TV, 2)),
+            keras.layers.Masking(0.0),
+            keras.layers.Dense(D),
+            pooling(units=6, name="pool"),
+            keras.layers.Dense(1),
+        ]
+    )
+    x = np.random.default_rng(0).normal(size=(B, TV, 2)).astype("float32")
+    x[0, 4:] = 0.0  # padding
+    maps = attnkit.attention_maps(model, x)
+    assert maps["pool"].shape == (B, TV)
+    assert np.all(maps["pool"][0, 4:] == 0.0)
+    np.testing.assert_allclose(maps["pool"].sum(-1), 1.0, rtol=1e-5)
 
 
 def test_is_attention_layer():
