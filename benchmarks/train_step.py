@@ -52,21 +52,29 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
-    print(f"| backend | keras MHA ms (GiB) | attnkit MHA ms (GiB) | ratio |  (N={args.n})")
+    print(
+        f"| backend | keras MHA ms (GiB) | attnkit MHA ms (GiB) | ratio |  (N={args.n})"
+    )
     print("|---|---|---|---|")
     for backend in args.backends:
         got = {}
         for layer in ("keras", "attnkit"):
             env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            proc = subprocess.run([sys.executable, "-c", CHILD, layer, str(args.n)],
-                                  env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, layer, str(args.n)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             got[layer] = json.loads(lines[-1]) if lines else None
             if not lines:
                 print(proc.stderr[-2000:], file=sys.stderr)
         rows.append({"backend": backend, **got})
         k, a = got["keras"], got["attnkit"]
-        cell = lambda r: "fails" if r is None else f"{r['median_ms']:.0f} ({r['peak_rss_gib']:.2f})"  # noqa: E731
+        cell = lambda r: (
+            "fails" if r is None else f"{r['median_ms']:.0f} ({r['peak_rss_gib']:.2f})"
+        )  # noqa: E731
         ratio = f"{a['median_ms'] / k['median_ms']:.2f}" if k and a else "-"
         print(f"| {backend} | {cell(k)} | {cell(a)} | {ratio} |", flush=True)
     if args.json:

@@ -125,7 +125,6 @@ def _torch_flash(query, key, value, mask, cfg):
 def torch_sdpa(query, key, value, mask=None, is_causal=False):
     """``F.scaled_dot_product_attention`` in the (B, T, H, D) layout, scale 1,
     grouped-query heads shared without copies. ``mask`` bool (B|1, H|1, Tq, Tv)."""
-    import torch
     import torch.nn.functional as F
 
     q = query.permute(0, 2, 1, 3)  # (B, H, Tq, D)

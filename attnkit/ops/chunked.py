@@ -3,7 +3,7 @@
 Milakov & Gimelshein 2018 (online softmax), Rabe & Staats 2021
 (arXiv:2112.05682), Dao et al. 2022/2023 (FlashAttention, FlashAttention-2).
 For each query block the keys are visited block by block, keeping a running
-max ``m``, denominator ``l`` and unnormalised output ``acc``:
+max ``m``, denominator ``l`` (``denom``) and unnormalised output ``acc``:
 
     m' = max(m, rowmax(s));  p = exp(s - m') · mask
     l' = l · exp(m - m') + rowsum(p);  acc' = acc · exp(m - m') + p v
@@ -34,7 +34,7 @@ import keras
 from keras import ops
 
 from attnkit.ops import naive
-from attnkit.ops.masks import combine_masks, large_negative
+from attnkit.ops.masks import combine_masks, large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
 
 # (query_block, key_block), from the block-size sweep in docs/BENCHMARKS.md.
@@ -47,7 +47,9 @@ def _validate_block_size(block_size):
     ok = (
         isinstance(block_size, (tuple, list))
         and len(block_size) == 2
-        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size)
+        and all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size
+        )
     )
     if not ok:
         raise ValueError(
@@ -107,8 +109,6 @@ class Blocking:
         if self.causal is not None or self.window is not None:
             q_pos = ops.arange(self.bq, dtype="int32") + (q_start + self.offset)
             k_pos = ops.arange(self.bk, dtype="int32") + k_start
-            from attnkit.ops.masks import position_mask
-
             mask = position_mask(
                 q_pos[:, None], k_pos[None, :], causal=self.causal, window=self.window
             )
@@ -167,14 +167,18 @@ def _query_blocks(x, cfg):
     """(B, Tq, Hkv, G, D) -> (nq, B, Hkv, G, bq, D): head-major blocks, so every
     block product is a plain batched matmul with no transposes in the loop."""
     batch, _, kv_heads, groups, d = ops.shape(x)
-    x = ops.reshape(_pad_axis(x, 1, cfg.tq_pad), (batch, cfg.nq, cfg.bq, kv_heads, groups, d))
+    x = ops.reshape(
+        _pad_axis(x, 1, cfg.tq_pad), (batch, cfg.nq, cfg.bq, kv_heads, groups, d)
+    )
     return ops.transpose(x, (1, 0, 3, 4, 2, 5))
 
 
 def _query_rows(x, cfg):
     """(B, Hkv, G, Tq) -> (nq, B, Hkv, G, bq)."""
     batch, kv_heads, groups, _ = ops.shape(x)
-    x = ops.reshape(_pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq))
+    x = ops.reshape(
+        _pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq)
+    )
     return ops.transpose(x, (3, 0, 1, 2, 4))
 
 
@@ -272,11 +276,11 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
         q_start = i * cfg.bq
         qb = ops.take(q_blocks, i, axis=0)  # (B, Hkv, G, bq, D)
         m0 = ops.full((batch, kv_heads, groups, cfg.bq), neg, dtype=dtype)
-        l0 = ops.zeros((batch, kv_heads, groups, cfg.bq), dtype=dtype)
+        denom0 = ops.zeros((batch, kv_heads, groups, cfg.bq), dtype=dtype)
         acc0 = ops.zeros((batch, kv_heads, groups, cfg.bq, dv), dtype=dtype)
 
         def update(j, state):
-            m, l, acc = state
+            m, denom, acc = state
             k_start = j * cfg.bk
             s = logits_fn(qb, ops.take(k_blocks, j, axis=0))  # (B, Hkv, G, bq, bk)
             block_bias = _block_of(bias, q_start, cfg.bq, k_start, cfg.bk)
@@ -292,16 +296,20 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
             if block_mask is not None:
                 p = p * ops.cast(block_mask, dtype)
             correction = ops.exp(m - m_new)
-            l_new = l * correction + ops.sum(p, axis=-1)
+            denom_new = denom * correction + ops.sum(p, axis=-1)
             pv = _pv(p, ops.take(v_blocks, j, axis=0))  # (B, Hkv, G, bq, Dv)
-            return m_new, l_new, acc * correction[..., None] + pv  # acc (B, Hkv, G, bq, Dv)
+            return (
+                m_new,
+                denom_new,
+                acc * correction[..., None] + pv,
+            )  # acc (B, Hkv, G, bq, Dv)
 
-        m, l, acc = _loop(
-            cfg.nk, update, (m0, l0, acc0), lambda j: cfg.needed(q_start, j * cfg.bk)
+        m, denom, acc = _loop(
+            cfg.nk, update, (m0, denom0, acc0), lambda j: cfg.needed(q_start, j * cfg.bk)
         )
-        has_key = l > 0
-        safe_l = ops.where(has_key, l, ops.ones_like(l))
-        lse = ops.where(has_key, m + ops.log(safe_l), ops.zeros_like(l))
+        has_key = denom > 0
+        safe_l = ops.where(has_key, denom, ops.ones_like(denom))
+        lse = ops.where(has_key, m + ops.log(safe_l), ops.zeros_like(denom))
         return acc / safe_l[..., None], lse
 
     out, lse = ops.map(query_block, ops.arange(cfg.nq, dtype="int32"))
@@ -322,7 +330,9 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
     dtype = query.dtype
     q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
     do_blocks = _query_blocks(d_out, cfg)  # (nq, B, Hkv, G, bq, Dv)
-    delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
+    delta = ops.transpose(
+        ops.sum(d_out * out, axis=-1), (0, 2, 3, 1)
+    )  # (B, Hkv, G, Tq)
     delta_blocks = _query_rows(delta, cfg)  # (nq, B, Hkv, G, bq)
     lse_blocks = _query_rows(lse, cfg)  # (nq, B, Hkv, G, bq)
     k_blocks = _key_blocks(key, cfg)  # (nk, B, Hkv, bk, D)
@@ -391,7 +401,11 @@ def attend(problem, block_size=None):
         from attnkit.ops import _backend_kernels
 
         out = _backend_kernels.flash_attention(
-            ops.cast(query, dtype), ops.cast(problem.key, dtype), value, problem.mask, cfg
+            ops.cast(query, dtype),
+            ops.cast(problem.key, dtype),
+            value,
+            problem.mask,
+            cfg,
         )
         return ops.cast(out, out_dtype)
 
@@ -402,6 +416,12 @@ def attend(problem, block_size=None):
         return naive.logits(problem, q, k)
 
     out, _ = forward(
-        query, problem.key, value, problem.mask, cfg, bias=problem.bias, logits_fn=logits_fn
+        query,
+        problem.key,
+        value,
+        problem.mask,
+        cfg,
+        bias=problem.bias,
+        logits_fn=logits_fn,
     )
     return ops.cast(out, out_dtype)

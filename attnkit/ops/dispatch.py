@@ -55,7 +55,10 @@ def choose(problem, implementation, return_weights, dropout_active):
     # "auto": on torch the native SDPA kernel (fused, O(N) memory, also
     # backward) is the fastest path at every measured size.
     backend = keras.backend.backend()
-    if backend == "torch" and fused_supports(problem, return_weights, dropout_active) is None:
+    if (
+        backend == "torch"
+        and fused_supports(problem, return_weights, dropout_active) is None
+    ):
         return "fused"
     if chunked_supports(problem, return_weights, dropout_active) is None:
         threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)

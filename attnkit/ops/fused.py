@@ -35,7 +35,12 @@ def attend(problem):
     if mask is not None:
         mask = ops.broadcast_to(
             _heads_layout(mask, heads),
-            (1 if mask.shape[0] == 1 else batch, 1 if mask.shape[1] * mask.shape[2] == 1 else heads, tq, problem.key_length),
+            (
+                1 if mask.shape[0] == 1 else batch,
+                1 if mask.shape[1] * mask.shape[2] == 1 else heads,
+                tq,
+                problem.key_length,
+            ),
         )
         # Fully masked rows would be NaN (or uniform) in most kernels: open them
         # to every key, then zero their output below.
@@ -52,7 +57,11 @@ def attend(problem):
         from attnkit.ops import _backend_kernels
 
         out = _backend_kernels.torch_sdpa(
-            query, key, value, mask=bias if bias is not None else mask, is_causal=simple_causal
+            query,
+            key,
+            value,
+            mask=bias if bias is not None else mask,
+            is_causal=simple_causal,
         )  # (B, Tq, H, Dv)
     else:
         if keras.backend.backend() == "tensorflow" and groups > 1:
@@ -69,7 +78,9 @@ def attend(problem):
             is_causal=simple_causal,
         )  # (B, Tq, H, Dv)
     if row_has_key is not None:
-        keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
+        keep = ops.transpose(
+            ops.cast(row_has_key, out.dtype), (0, 2, 1, 3)
+        )  # (B, Tq, H, 1)
         out = out * keep
     dv = value.shape[-1]
     return ops.reshape(out, (batch, tq, kv_heads, groups, dv))
