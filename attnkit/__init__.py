@@ -11,3 +11,6 @@ from attnkit.maps import attention_maps as attention_maps  # noqa: E402
 from attnkit.layers import Attention as Attention  # noqa: E402
 from attnkit.layers import AdditiveAttention as AdditiveAttention  # noqa: E402
 from attnkit.layers import MultiHeadAttention as MultiHeadAttention  # noqa: E402
+from attnkit.layers import AttentionPooling as AttentionPooling  # noqa: E402
+from attnkit.layers import LocalAttention as LocalAttention  # noqa: E402
+from attnkit.layers import HardAttention as HardAttention  # noqa: E402

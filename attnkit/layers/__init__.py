@@ -5,3 +5,6 @@ from attnkit.layers.multi_head_attention import MultiHeadAttention as MultiHeadA
 from attnkit.layers.mechanisms import LuongAttention as LuongAttention
 from attnkit.layers.mechanisms import BahdanauAttention as BahdanauAttention
 from attnkit.layers.attention_rnn_cell import AttentionRNNCell as AttentionRNNCell
+from attnkit.layers.attention_pooling import AttentionPooling as AttentionPooling
+from attnkit.layers.local_attention import LocalAttention as LocalAttention
+from attnkit.layers.hard_attention import HardAttention as HardAttention

@@ -11,3 +11,14 @@ from attnkit.ops.scores import cosine_score as cosine_score
 from attnkit.ops.scores import dot_score as dot_score
 from attnkit.ops.scores import scaled_dot_score as scaled_dot_score
 from attnkit.ops.softmax import masked_softmax as masked_softmax
+from attnkit.ops.pooling import attention_pool as attention_pool
+from attnkit.ops.pooling import feedforward_scores as feedforward_scores
+from attnkit.ops.pooling import han_scores as han_scores
+from attnkit.ops.pooling import pooling_weights as pooling_weights
+from attnkit.ops.local import local_attention as local_attention
+from attnkit.ops.local import local_weights as local_weights
+from attnkit.ops.local import monotonic_positions as monotonic_positions
+from attnkit.ops.local import predictive_positions as predictive_positions
+from attnkit.ops.hard import argmax_weights as argmax_weights
+from attnkit.ops.hard import gumbel_softmax_weights as gumbel_softmax_weights
+from attnkit.ops.hard import topk_weights as topk_weights
