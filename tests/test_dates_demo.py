@@ -5,6 +5,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+import attnkit.layers
 from attnkit.cli import main as cli
 from attnkit.data import dates
 from attnkit.models import date_translator as dt
@@ -17,11 +18,17 @@ def _check_png(path):
     assert pixels.std() > 0.01  # something was drawn
 
 
-def test_demo_dates_smoke(capsys, tmp_path):
+@pytest.mark.parametrize("decoder", ["cell", "additive"])
+def test_demo_dates_smoke(capsys, tmp_path, decoder):
+    layer = {"cell": "AttentionRNNCell", "additive": "AdditiveAttention"}[decoder]
+    if not hasattr(attnkit.layers, layer):
+        pytest.skip(f"attnkit.layers.{layer} is not there yet")
     rc = cli.main(
         [
             "demo",
             "dates",
+            "--decoder",
+            decoder,
             "--epochs",
             "1",
             "--samples",

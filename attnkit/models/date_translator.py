@@ -1,12 +1,21 @@
 """Encoder-decoder with attention for human-readable -> ISO date translation.
 
-Encoder: a character embedding `x_j` and a bidirectional LSTM over the Tx
-input characters (padding masked): forward states `→h_j`, backward `←h_j`.
+Two decoders share the encoder (``build_training_model(decoder=...)``):
 
-Decoder, trained with teacher forcing: at output step t an LSTM reads the
-previous target character (``GO`` at t = 0) and gives the query `s_t`.
-Bahdanau's additive score against the keys `k_j = [→h_j; ←h_j]`,
-`e_tj = vᵀ tanh(W_q s_t + W_k k_j + b)`, gives the alignment
+- ``"additive"`` (the demo's default): the decoder LSTM runs first, then
+  ``AdditiveAttention`` attends from all its steps at once (no recurrence
+  through the attention, so it trains about twice as fast); described below.
+- ``"cell"``: ``keras.layers.RNN`` over attnkit's
+  ``AttentionRNNCell(LSTMCell, BahdanauAttention)``, the decoder of Bahdanau
+  et al. 2014: each step reads the previous character and the previous
+  attention vector, and its LSTM output queries the encoder memory.
+
+The additive decoder. Encoder: a character embedding `x_j` and a
+bidirectional LSTM over the Tx input characters (padding masked): forward
+states `→h_j`, backward `←h_j`. Decoder, trained with teacher forcing: at
+output step t an LSTM reads the previous target character (``GO`` at
+t = 0) and gives the query `s_t`. Bahdanau's additive score against the
+keys `k_j = [→h_j; ←h_j]`, `e_tj = vᵀ tanh(W_q s_t + W_k k_j + b)`, gives the alignment
 `α_t = softmax_j(e_tj)` and the context `c_t = Σ_j α_tj v_j`; `[s_t; c_t]`
 goes through a tanh layer to the softmax over the 11 output characters. The
 attention is attnkit's `AdditiveAttention(units=...)` (Bahdanau's form), so
@@ -33,7 +42,96 @@ from attnkit.data import dates
 ATTENTION_LAYER = "attention"
 
 
-def build_training_model(
+DECODERS = ("additive", "cell")
+DECODER_LAYER = "decoder"
+
+
+def build_training_model(decoder: str = "additive", **kwargs):
+    """The teacher-forced model ``[x (B, Tx), decoder_input (B, Ty)] -> probs``.
+
+    Args:
+        decoder: ``"additive"`` for the decoder LSTM followed by
+            ``AdditiveAttention`` over all steps at once, or ``"cell"`` for
+            the recurrent decoder built from
+            ``AttentionRNNCell(LSTMCell, BahdanauAttention)``.
+            Defaults to `"additive"`.
+        **kwargs: sizes and ``seed`` of the chosen builder.
+
+    Returns:
+        An uncompiled functional ``keras.Model`` whose output is the
+        ``(B, Ty, 11)`` softmax probabilities.
+    """
+    if decoder == "cell":
+        return build_cell_model(**kwargs)
+    if decoder == "additive":
+        return build_additive_model(**kwargs)
+    raise ValueError(f"expected decoder in {DECODERS}. Received: decoder={decoder!r}")
+
+
+def build_cell_model(
+    enc_units: int = 32,
+    dec_units: int = 64,
+    attention_units: int = 32,
+    embedding_dim: int = 16,
+    seed: int = 0,
+):
+    """Bi-LSTM encoder; decoder ``RNN(AttentionRNNCell(LSTMCell, Bahdanau))``.
+
+    Each decoder step reads ``[y_{t-1}; a_{t-1}]`` (previous character and
+    previous attention vector), the LSTM output queries the memory with
+    Bahdanau's score, and ``a_t = tanh(W [o_t; c_t])`` feeds the softmax.
+    The alignments travel in the RNN's output (``alignment_history``); see
+    ``alignments``.
+    """
+    import keras
+
+    from attnkit.layers import AttentionRNNCell, BahdanauAttention
+
+    init = keras.initializers.GlorotUniform
+    x = keras.Input((dates.TX,), dtype="int32", name="human")
+    y_in = keras.Input((dates.TY,), dtype="int32", name="decoder_input")
+    e = keras.layers.Embedding(
+        len(dates.HUMAN_VOCAB),
+        embedding_dim,
+        mask_zero=True,
+        embeddings_initializer=keras.initializers.RandomUniform(seed=seed),
+        name="char_embedding",
+    )(x)  # (B, Tx, E); mask (B, Tx)
+    memory = keras.layers.Bidirectional(
+        keras.layers.LSTM(
+            enc_units, return_sequences=True, kernel_initializer=init(seed=seed + 1)
+        ),
+        name="encoder",
+    )(e)  # (B, Tx, 2·enc_units), mask (B, Tx)
+    d = keras.layers.Embedding(
+        dates.GO_ID + 1,
+        embedding_dim,
+        embeddings_initializer=keras.initializers.RandomUniform(seed=seed + 2),
+        name="target_embedding",
+    )(y_in)  # (B, Ty, E)
+    cell = AttentionRNNCell(
+        keras.layers.LSTMCell(dec_units, kernel_initializer=init(seed=seed + 3)),
+        BahdanauAttention(attention_units, kernel_initializer=init(seed=seed + 4)),
+        attention_layer_size=dec_units,
+        attention_activation="tanh",
+        alignment_history=True,
+        name="attention_cell",
+    )
+    state = cell.get_initial_state(memory=memory)  # carries the memory and mask
+    out = keras.layers.RNN(cell, return_sequences=True, name=DECODER_LAYER)(
+        d, initial_state=state
+    )  # (B, Ty, dec_units + Tx)
+    attention, _ = cell.split_output(out)  # (B, Ty, dec_units)
+    probs = keras.layers.Dense(
+        len(dates.MACHINE_VOCAB),
+        activation="softmax",
+        kernel_initializer=init(seed=seed + 5),
+        name="characters",
+    )(attention)  # (B, Ty, 11)
+    return keras.Model([x, y_in], probs, name="date_translator")
+
+
+def build_additive_model(
     enc_units: int = 32,
     dec_units: int = 64,
     attention_units: int = 32,
@@ -41,11 +139,7 @@ def build_training_model(
     seed: int = 0,
     readable_values: bool = True,
 ):
-    """The teacher-forced model ``[x (B, Tx), decoder_input (B, Ty)] -> probs``.
-
-    Returns an uncompiled functional ``keras.Model`` with outputs
-    ``(B, Ty, 11)`` softmax probabilities.
-    """
+    """Bi-LSTM encoder; decoder LSTM, then ``AdditiveAttention`` per step."""
     import keras
 
     from attnkit.layers import AdditiveAttention
@@ -127,11 +221,21 @@ def greedy_translate(model, x, batch_size: int = 512):
 
 def alignments(model, x, targets, batch_size: int = 512):
     """Attention weights ``(N, Ty, Tx)`` with ``targets`` (N, Ty) as decoder input."""
+    import keras
+
     from attnkit.maps import attention_maps
 
-    dec_in = dates.teacher_inputs(np.asarray(targets, dtype="int32"))
-    maps = attention_maps(model, [np.asarray(x, dtype="int32"), dec_in], batch_size)
-    return np.asarray(maps[ATTENTION_LAYER])
+    inputs = [
+        np.asarray(x, dtype="int32"),
+        dates.teacher_inputs(np.asarray(targets, dtype="int32")),
+    ]
+    names = {layer.name for layer in model.layers}
+    if ATTENTION_LAYER in names:  # the additive decoder
+        return np.asarray(attention_maps(model, inputs, batch_size)[ATTENTION_LAYER])
+    # The cell's alignments are the last Tx features of the decoder's output.
+    probe = keras.Model(model.inputs, model.get_layer(DECODER_LAYER).output)
+    out = probe.predict(inputs, batch_size=batch_size, verbose=0)
+    return out[..., -dates.TX :]  # (N, Ty, Tx)
 
 
 def year_attention_rate(weights, texts, per_digit: bool = False) -> float:

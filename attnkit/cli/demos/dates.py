@@ -9,9 +9,10 @@ inputs only.
 
 Model (``attnkit.models.date_translator``): a bidirectional LSTM encoder and
 an LSTM decoder trained with teacher forcing, with attnkit's Bahdanau
-attention (``AdditiveAttention(units=...)``) from each decoder step over the
-encoded characters. Evaluation decodes greedily (the model reads its own
-previous output).
+attention (``AdditiveAttention(units=...)``) from every decoder step over the
+encoded characters. ``--decoder cell`` uses the recurrent decoder
+``keras.layers.RNN(AttentionRNNCell(LSTMCell, BahdanauAttention))`` instead.
+Evaluation decodes greedily (the model reads its own previous output).
 
 Output: exact-match accuracy on the held-out dates, a few translations, the
 share of held-out examples whose year digits attend inside the input's year,
@@ -52,6 +53,14 @@ def add_arguments(parser):
         default=64,
         help="batch size (default: 64)",
     )
+    parser.add_argument(
+        "--decoder",
+        choices=("additive", "cell"),
+        default="additive",
+        help="additive: decoder LSTM then Bahdanau AdditiveAttention over all "
+        "steps; cell: RNN(AttentionRNNCell(LSTMCell, BahdanauAttention)) "
+        "(default: additive)",
+    )
 
 
 def held_out(n, train_texts, seed):
@@ -79,10 +88,11 @@ def run(args):
     from attnkit.models import date_translator as dt
     from attnkit.viz import plot_alignments, save_figure
 
-    if not hasattr(attnkit.layers, "AdditiveAttention"):
+    needed = {"cell": "AttentionRNNCell", "additive": "AdditiveAttention"}
+    if not hasattr(attnkit.layers, needed[args.decoder]):
         print(
             "attnkit demo dates is not available yet "
-            "(needs attnkit.layers.AdditiveAttention).",
+            f"(needs attnkit.layers.{needed[args.decoder]}).",
             file=sys.stderr,
         )
         return 2
@@ -99,7 +109,7 @@ def run(args):
     )
 
     common.step("training")
-    model = dt.build_training_model(seed=args.seed)
+    model = dt.build_training_model(args.decoder, seed=args.seed)
     steps = args.epochs * math.ceil(len(x) / args.batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(
