@@ -23,16 +23,14 @@ def _auto(problem, return_weights=False, dropout_active=False):
 
 def test_auto_follows_the_measured_table():
     small, large = _problem(64, 64), _problem(2048, 2048)
-    if BACKEND == "torch":
-        assert _auto(small) == "fused" and _auto(large) == "fused"
-    else:
-        assert _auto(small) == "naive"
-        assert _auto(large) == "chunked"
-    threshold = dispatch.CHUNKED_MIN_PAIRS[BACKEND]
-    n = int(threshold**0.5)
-    if BACKEND != "torch":
-        assert _auto(_problem(n, n)) == "naive"
-        assert _auto(_problem(n, n + 1)) == "chunked"
+    below = {"torch": "fused", "tensorflow": "fused", "jax": "naive"}[BACKEND]
+    above = "fused" if BACKEND == "torch" else "chunked"
+    assert _auto(small) == below and _auto(large) == above
+    n = int(dispatch.CHUNKED_MIN_PAIRS[BACKEND] ** 0.5)
+    assert _auto(_problem(n, n)) == below
+    assert _auto(_problem(n, n + 1)) == above
+    # Without the fused kernel (cosine scores), small problems stay naive.
+    assert _auto(_problem(n, n, score="cosine")) == "naive"
 
 
 def test_auto_never_picks_fused_for_what_it_cannot_do():

@@ -9,7 +9,8 @@ import keras
 
 # Above this many (query, key) pairs per head, "auto" takes the chunked path
 # (on torch: only when the fused kernel cannot serve the call). Measured on a
-# 2-core CPU, forward, B=1, H=8, D=64 (docs/BENCHMARKS.md, "Dispatch table"):
+# 2-core CPU, forward, B=1, H=8, D=64 (docs/BENCHMARKS.md, "Dispatch table";
+# on TensorFlow at or below the threshold the fused kernel is used):
 # on JAX chunked beats naive from N=512 on (13 vs 24 ms) and by 3-10x from
 # N=1024; on TensorFlow naive wins at N=512, they tie at N=1024 and chunked
 # wins from N=4096 on. Below the threshold the scores fit in cache.
@@ -60,8 +61,19 @@ def choose(problem, implementation, return_weights, dropout_active):
         and fused_supports(problem, return_weights, dropout_active) is None
     ):
         return "fused"
+    tq, tv = problem.query_length, problem.key_length
+    pairs = None if tq is None or tv is None else tq * tv
+    if (
+        backend == "tensorflow"
+        and pairs is not None
+        and pairs <= CHUNKED_MIN_PAIRS["tensorflow"]
+        and fused_supports(problem, return_weights, dropout_active) is None
+    ):
+        # keras' TensorFlow kernel beat naive at N <= 1024 in both runs
+        # (35 vs 114 ms, 64 vs 79 ms); above, its N×N buffers cost memory.
+        return "fused"
     if chunked_supports(problem, return_weights, dropout_active) is None:
         threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
-        if problem.query_length * problem.key_length > threshold:
+        if pairs > threshold:
             return "chunked"
     return "naive"
