@@ -36,7 +36,7 @@ def generate(n, min_length, *, task="addition", seed=None):
     Args:
         n: number of sequences.
         min_length: T0; lengths are uniform in ``[T0, ceil(1.1 T0)]``. At
-            least 6, so that ``N2`` has room (``T/2 - 2 >= 1``).
+            least 11, so that ``N1 <= 9`` falls before the last step.
         task: ``"addition"`` or ``"multiplication"``.
         seed: int or ``np.random.Generator``; the same seed gives the same
             data.
@@ -50,11 +50,11 @@ def generate(n, min_length, *, task="addition", seed=None):
     if (
         isinstance(min_length, bool)
         or not isinstance(min_length, (int, np.integer))
-        or min_length < 6
+        or min_length < 11
     ):
         raise ValueError(
-            "`min_length` must be an integer >= 6 (the second marked step is "
-            f"drawn from [1, T/2 - 2]). Received: min_length={min_length!r}"
+            "`min_length` must be an integer >= 11 (the first marked step is "
+            f"drawn from [1, 9], before the last step). Received: min_length={min_length!r}"
         )
     if task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS}. Received: task={task!r}")
