@@ -57,7 +57,7 @@ def test_model_has_the_papers_parameter_count():
     [
         ({"n": 0, "min_length": 10}, "Received: n=0"),
         ({"n": 2, "min_length": 10}, "Received: min_length=10"),
-        ({"n": 2, "min_length": 10, "task": "xor"}, "Received: task='xor'"),
+        ({"n": 2, "min_length": 12, "task": "xor"}, "Received: task='xor'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
