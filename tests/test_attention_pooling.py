@@ -21,7 +21,9 @@ def _data(seed=0):
 
 def _randomize(layer, seed=1):
     rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    layer.set_weights(
+        [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
+    )
     return {w.name: to_numpy(w).astype(np.float64) for w in layer.weights}
 
 
@@ -92,7 +94,9 @@ def test_han_matches_float64_reference(mask_name, num_queries, use_bias):
     layer(h)
     w = _randomize(layer)
     out, alpha = layer(h, mask=mask, return_attention_scores=True)
-    ref_out, ref_alpha = reference_han(h, w["kernel"], w.get("bias", 0.0), w["context"], mask)
+    ref_out, ref_alpha = reference_han(
+        h, w["kernel"], w.get("bias", 0.0), w["context"], mask
+    )
     if num_queries == 1:
         ref_out, ref_alpha = ref_out[:, 0], ref_alpha[:, 0]
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL, rtol=1e-5)
@@ -105,7 +109,9 @@ def test_han_matches_float64_reference(mask_name, num_queries, use_bias):
 )
 def test_feedforward_matches_float64_reference(mask_name, num_queries, use_bias):
     h, mask = _data(), MASKS[mask_name]
-    layer = AttentionPooling(score="feedforward", num_queries=num_queries, use_bias=use_bias)
+    layer = AttentionPooling(
+        score="feedforward", num_queries=num_queries, use_bias=use_bias
+    )
     layer(h)
     w = _randomize(layer)
     bias = w.get("bias", np.zeros(num_queries))
@@ -195,7 +201,10 @@ def test_units_default_to_input_size_and_attention_dim_alias():
     assert [w.name for w in AttentionPooling(score="feedforward").weights] == []
     ff = AttentionPooling(score="feedforward")
     ff(_data())
-    assert [(w.name, tuple(w.shape)) for w in ff.weights] == [("kernel", (D, 1)), ("bias", (1,))]
+    assert [(w.name, tuple(w.shape)) for w in ff.weights] == [
+        ("kernel", (D, 1)),
+        ("bias", (1,)),
+    ]
 
 
 def test_dropout_only_in_training_and_seeded():
@@ -249,11 +258,15 @@ def test_seed_001_sequential_example():
     model.add(LSTM(16, return_sequences=True))
     model.add(AttentionLayer(64))
     model.add(Dense(10, activation="softmax"))
-    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    model.compile(
+        loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"]
+    )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 10, 32)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, size=32), 10)
-    history = model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0)
+    history = model.fit(
+        x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0
+    )
     assert np.all(np.isfinite(history.history["loss"]))
     assert model.layers[1].output.shape == (None, 16)
     assert model.predict(x[:2], verbose=0).shape == (2, 10)

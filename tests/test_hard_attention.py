@@ -50,7 +50,9 @@ def test_inference_is_deterministic_argmax():
     np.testing.assert_array_equal(to_numpy(a), to_numpy(a2))
     best = np.einsum("bqd,bkd->bqk", q, v).argmax(-1)
     np.testing.assert_array_equal(to_numpy(a), np.eye(TV)[best])
-    np.testing.assert_allclose(to_numpy(out), np.take_along_axis(v, best[..., None], 1), atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(out), np.take_along_axis(v, best[..., None], 1), atol=1e-6
+    )
 
 
 def test_gumbel_training_is_one_hot_seeded_and_noisy():
@@ -58,7 +60,12 @@ def test_gumbel_training_is_one_hot_seeded_and_noisy():
     draws = []
     for _ in range(2):
         layer = HardAttention(seed=5, temperature=0.7)
-        draws.append([to_numpy(layer([q, v], training=True, return_attention_scores=True)[1]) for _ in range(4)])
+        draws.append(
+            [
+                to_numpy(layer([q, v], training=True, return_attention_scores=True)[1])
+                for _ in range(4)
+            ]
+        )
     for a in draws[0]:
         assert set(np.unique(a)) == {0.0, 1.0}
         np.testing.assert_array_equal(a.sum(-1), 1.0)
@@ -73,7 +80,9 @@ def test_gumbel_gradients_are_soft_nonzero_and_finite():
     layer = HardAttention(score_mode="general", seed=2)
     layer([q, v])
     q, v = keras.ops.convert_to_tensor(q), keras.ops.convert_to_tensor(v)
-    target = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=(B, TQ, D)))
+    target = keras.ops.convert_to_tensor(
+        np.random.default_rng(1).normal(size=(B, TQ, D))
+    )
     grads = _gradients(
         layer, lambda: keras.ops.sum((layer([q, v], training=True) - target) ** 2)
     )
@@ -88,7 +97,9 @@ def test_topk_keeps_k_renormalised_and_has_gradients():
     a = to_numpy(a)
     np.testing.assert_array_equal((a > 0).sum(-1), 3)
     np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-6)
-    scores = np.einsum("bqd,de,bke->bqk", q, to_numpy(layer.kernel), v).astype(np.float64)
+    scores = np.einsum("bqd,de,bke->bqk", q, to_numpy(layer.kernel), v).astype(
+        np.float64
+    )
     top = np.argsort(-scores, -1)[..., :3]
     keep = np.zeros_like(scores, bool)
     np.put_along_axis(keep, top, True, -1)
@@ -110,7 +121,10 @@ def test_masks_never_chosen_and_empty_rows_zero(method, training):
     query_mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
     layer = HardAttention(method=method, k=1 if method == "gumbel" else 3, seed=0)
     out, a = layer(
-        [q, v], mask=[query_mask, value_mask], training=training, return_attention_scores=True
+        [q, v],
+        mask=[query_mask, value_mask],
+        training=training,
+        return_attention_scores=True,
     )
     out, a = to_numpy(out), to_numpy(a)
     assert np.isfinite(out).all() and np.isfinite(a).all()

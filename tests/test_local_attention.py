@@ -40,7 +40,10 @@ def reference_local(q, v, W, positions, window, sigma, mask):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"window": 2, "mode": "local-p"}, {"window": 3, "mode": "local-m", "score_mode": "concat"}],
+    [
+        {"window": 2, "mode": "local-p"},
+        {"window": 3, "mode": "local-m", "score_mode": "concat"},
+    ],
     ids=["local_p", "local_m_concat"],
 )
 def test_contract(kwargs):
@@ -76,7 +79,9 @@ def test_local_p_matches_reference_and_is_zero_outside_window():
     layer = LocalAttention(window=2, mode="local-p", position_units=4)
     layer([q, v])
     rng = np.random.default_rng(3)
-    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    layer.set_weights(
+        [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
+    )
     w = {x.name: to_numpy(x).astype(np.float64) for x in layer.weights}
     out, a = layer([q, v], mask=[None, value_mask], return_attention_scores=True)
     lengths = value_mask.sum(-1)[:, None]
@@ -110,7 +115,9 @@ def test_local_p_gradient_reaches_position_parameters():
     layer = LocalAttention(window=2, mode="local-p")
     layer([q, v])
     q, v = keras.ops.convert_to_tensor(q), keras.ops.convert_to_tensor(v)
-    target = keras.ops.convert_to_tensor(np.random.default_rng(1).normal(size=(B, TQ, D)))
+    target = keras.ops.convert_to_tensor(
+        np.random.default_rng(1).normal(size=(B, TQ, D))
+    )
     grads = _gradients(layer, lambda: keras.ops.sum((layer([q, v]) - target) ** 2))
     for name in ("position_kernel", "position_vector"):
         g = grads[name]
@@ -171,7 +178,10 @@ def test_padded_query_and_empty_window_give_zeros_not_nan():
         ({"window": 2, "score_mode": "cosine"}, "Received: score_mode='cosine'"),
         ({"window": 2, "sigma": 0.0}, "Received: sigma=0.0"),
         ({"window": 2, "sigma": True}, "Received: sigma=True"),
-        ({"window": 2, "mode": "local-m", "position_units": 3}, "Received: position_units=3"),
+        (
+            {"window": 2, "mode": "local-m", "position_units": 3},
+            "Received: position_units=3",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, match):

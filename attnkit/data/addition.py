@@ -112,7 +112,9 @@ def build_addition_model(
     x = keras.layers.Masking(0.0, name="padding")(inputs)
     x = keras.layers.Dense(units, kernel_initializer=init(0), name="embed")(x)
     x = keras.layers.LeakyReLU(negative_slope, name="embed_lrelu")(x)
-    x = AttentionPooling(score="feedforward", kernel_initializer=init(1), name="attention")(x)
+    x = AttentionPooling(
+        score="feedforward", kernel_initializer=init(1), name="attention"
+    )(x)
     x = keras.layers.Dense(units, kernel_initializer=init(2), name="hidden")(x)
     x = keras.layers.LeakyReLU(negative_slope, name="hidden_lrelu")(x)
     x = keras.layers.Dense(1, kernel_initializer=init(3), name="output")(x)

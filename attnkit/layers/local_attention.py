@@ -18,8 +18,10 @@ SCORE_MODES = ("dot", "general", "concat")
 
 def check_pair(layer_name, inputs, mask=None):
     """Validates ``[query, value]`` inputs (tensors or shapes) and their masks."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2 or any(
-        x is None or isinstance(x, int) for x in inputs
+    if (
+        not isinstance(inputs, (list, tuple))
+        or len(inputs) != 2
+        or any(x is None or isinstance(x, int) for x in inputs)
     ):
         raise ValueError(
             f"{layer_name} must be called on a list [query, value]. Received: inputs={inputs!r}"
@@ -38,7 +40,9 @@ def check_pair(layer_name, inputs, mask=None):
 
 
 def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
+    return isinstance(x, (list, tuple)) and all(
+        d is None or isinstance(d, int) for d in x
+    )
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -177,7 +181,10 @@ class LocalAttention(keras.layers.Layer):
 
         def weight(name, shape):
             return self.add_weight(
-                name=name, shape=shape, initializer=self.kernel_initializer, dtype=self.dtype
+                name=name,
+                shape=shape,
+                initializer=self.kernel_initializer,
+                dtype=self.dtype,
             )
 
         if self.score_mode == "general":
@@ -214,7 +221,9 @@ class LocalAttention(keras.layers.Layer):
             q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, Tq, Dq)
             k = ops.matmul(value, ops.cast(self.key_kernel, dtype))  # (B, Tv, Dq)
             scores = additive_score(
-                q[:, :, None, None, :], k[:, :, None, :], ops.cast(self.concat_vector, dtype)
+                q[:, :, None, None, :],
+                k[:, :, None, :],
+                ops.cast(self.concat_vector, dtype),
             )  # (B, 1, 1, Tq, Tv)
             return scores[:, 0, 0]
         if self.score_mode == "general":
@@ -228,7 +237,9 @@ class LocalAttention(keras.layers.Layer):
             return local.monotonic_positions(tq, tv, dtype)  # (Tq,)
         length = tv
         if value_mask is not None:
-            length = ops.sum(ops.cast(value_mask, dtype), axis=-1, keepdims=True)  # (B, 1)
+            length = ops.sum(
+                ops.cast(value_mask, dtype), axis=-1, keepdims=True
+            )  # (B, 1)
         return local.predictive_positions(
             ops.cast(query, dtype),
             ops.cast(self.position_kernel, dtype),

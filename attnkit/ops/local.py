@@ -28,7 +28,9 @@ def monotonic_positions(query_length, key_length, dtype="float32"):
     """local-m's ``p_t`` ``(Tq,)``: ``t`` scaled onto ``[0, Tv - 1]`` (``t`` when Tq == Tv)."""
     t = ops.cast(ops.arange(query_length), dtype)
     # (Tv - 1) / (Tq - 1) is exactly 1 when Tq == Tv.
-    ratio = ops.cast(key_length - 1, dtype) / ops.cast(ops.maximum(query_length - 1, 1), dtype)
+    ratio = ops.cast(key_length - 1, dtype) / ops.cast(
+        ops.maximum(query_length - 1, 1), dtype
+    )
     return t * ratio
 
 
@@ -76,7 +78,9 @@ def local_weights(scores, positions, window, *, sigma=None, mask=None):
     return align * gaussian
 
 
-def local_attention(scores, value, positions, window, *, sigma=None, mask=None, return_weights=False):
+def local_attention(
+    scores, value, positions, window, *, sigma=None, mask=None, return_weights=False
+):
     """``c_t = Σ_s a_t(s) h̄_s`` with ``a = local_weights(...)``; value ``(B, Tv, Dv)``.
 
     Returns ``(B, Tq, Dv)`` (in the value's dtype), and the weights when
