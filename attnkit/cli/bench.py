@@ -278,6 +278,11 @@ def _function(cfg):
     v = rng.standard_normal((b, n, hkv, d), dtype=np.float32)
     block = tuple(cfg["block_size"]) if cfg.get("block_size") else None
 
+    mha = None
+    if impl == "keras-mha":  # built outside any traced function (TF variables)
+        mha = keras.layers.MultiHeadAttention(num_heads=h, key_dim=d)
+        mha.build((b, n, h * d), (b, n, h * d))
+
     def attend(q, k, v):
         from keras import ops
 
@@ -290,9 +295,7 @@ def _function(cfg):
         if impl == "keras-dpa":
             return ops.dot_product_attention(q, k, v, is_causal=causal)
         if impl == "keras-mha":
-            layer = keras.layers.MultiHeadAttention(num_heads=h, key_dim=d)
-            layer.build((b, n, h * d), (b, n, h * d))
-            out, _ = layer._compute_attention(q, k, v, use_causal_mask=causal)
+            out, _ = mha._compute_attention(q, k, v, use_causal_mask=causal)
             return out
         if impl == "native":
             if backend == "torch":
