@@ -32,12 +32,31 @@ EXAMPLES = {
     "AttentionPooling": ({"units": 6}, [(2, 7, 8)], "single", {}),
     "LocalAttention": ({"window": 2, "mode": "local-p"}, [(2, 5, 8), (2, 7, 8)], "list", {}),
     "HardAttention": ({"method": "topk", "k": 2}, [(2, 5, 8), (2, 7, 8)], "list", {}),
+    "LuongAttention": ({"score_mode": "general"}, [(2, 5, 8), (2, 7, 8)], "list", {}),
+    "BahdanauAttention": ({"units": 6}, [(2, 5, 8), (2, 7, 8)], "list", {}),
+    "MonotonicAttention": ({"units": 6, "mode": "recursive"}, [(2, 5, 8), (2, 7, 8)], "list", {}),
+    "ForwardAttention": ({"units": 6}, [(2, 5, 8), (2, 7, 8)], "list", {}),
+    "LocationSensitiveAttention": (
+        {"units": 6, "filters": 4, "kernel_size": 3},
+        [(2, 5, 8), (2, 7, 8)],
+        "list",
+        {},
+    ),
+    # Inputs: decoder targets (B, Ty, F) and encoder memory (B, Tx, D).
+    "AttentionRNNCell": ({}, [(2, 4, 3), (2, 7, 8)], "rnn_cell", {}),
 }
 
 
 def build_model(name, layer_cls):
     kwargs, shapes, style, call_kwargs = EXAMPLES[name]
     inputs = _inputs(shapes)
+    if style == "rnn_cell":
+        from attnkit.layers import BahdanauAttention
+
+        cell = layer_cls(keras.layers.LSTMCell(8), BahdanauAttention(6), **kwargs)
+        state = cell.get_initial_state(memory=inputs[1])
+        out = keras.layers.RNN(cell, return_sequences=True)(inputs[0], initial_state=state)
+        return keras.Model(inputs, out), _data(shapes)
     layer = layer_cls(**kwargs)
     if style == "single":
         out = layer(inputs[0], **call_kwargs)
@@ -45,4 +64,4 @@ def build_model(name, layer_cls):
         out = layer(inputs, **call_kwargs)
     else:
         out = layer(*inputs, **call_kwargs)
-    return keras.Model(inputs, out), _data(shapes)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], out), _data(shapes)
