@@ -24,6 +24,7 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 
 demo: $(VENV)/.demo-installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit info
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo dates
 
 # The whole suite once per backend, in the same venv.
 test: $(VENV)/.test-installed
