@@ -8,3 +8,8 @@ from attnkit.layers.attention_rnn_cell import AttentionRNNCell as AttentionRNNCe
 from attnkit.layers.attention_pooling import AttentionPooling as AttentionPooling
 from attnkit.layers.local_attention import LocalAttention as LocalAttention
 from attnkit.layers.hard_attention import HardAttention as HardAttention
+from attnkit.layers.monotonic_attention import MonotonicAttention as MonotonicAttention
+from attnkit.layers.forward_attention import ForwardAttention as ForwardAttention
+from attnkit.layers.location_sensitive_attention import (
+    LocationSensitiveAttention as LocationSensitiveAttention,
+)

@@ -89,7 +89,8 @@ def monotonic_hard(p_choose, previous):
     """
     p_choose, previous = _float(p_choose), _float(previous)
     candidates = p_choose * ops.cumsum(previous, axis=-1)  # 1 at j ≥ t_{i−1} with p_j = 1
-    return candidates * exclusive_cumprod(1.0 - candidates)  # keep the first
+    before = ops.cumsum(candidates, axis=-1) - candidates  # candidates before j
+    return candidates * ops.cast(before == 0, candidates.dtype)  # keep the first, exactly
 
 
 def forward_attention(energies, previous, mask=None, move=None):
