@@ -81,7 +81,7 @@ def test_gumbel_gradients_are_soft_nonzero_and_finite():
     layer([q, v])
     q, v = keras.ops.convert_to_tensor(q), keras.ops.convert_to_tensor(v)
     target = keras.ops.convert_to_tensor(
-        np.random.default_rng(1).normal(size=(B, TQ, D))
+        np.random.default_rng(1).normal(size=(B, TQ, D)).astype("float32")
     )
     grads = _gradients(
         layer, lambda: keras.ops.sum((layer([q, v], training=True) - target) ** 2)

@@ -116,7 +116,7 @@ def test_local_p_gradient_reaches_position_parameters():
     layer([q, v])
     q, v = keras.ops.convert_to_tensor(q), keras.ops.convert_to_tensor(v)
     target = keras.ops.convert_to_tensor(
-        np.random.default_rng(1).normal(size=(B, TQ, D))
+        np.random.default_rng(1).normal(size=(B, TQ, D)).astype("float32")
     )
     grads = _gradients(layer, lambda: keras.ops.sum((layer([q, v]) - target) ** 2))
     for name in ("position_kernel", "position_vector"):
