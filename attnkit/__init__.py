@@ -14,3 +14,10 @@ from attnkit.layers import MultiHeadAttention as MultiHeadAttention  # noqa: E40
 from attnkit.layers import AttentionPooling as AttentionPooling  # noqa: E402
 from attnkit.layers import LocalAttention as LocalAttention  # noqa: E402
 from attnkit.layers import HardAttention as HardAttention  # noqa: E402
+from attnkit import decoding as decoding  # noqa: E402
+from attnkit.layers import AttentionRNNCell as AttentionRNNCell  # noqa: E402
+from attnkit.layers import BahdanauAttention as BahdanauAttention  # noqa: E402
+from attnkit.layers import LuongAttention as LuongAttention  # noqa: E402
+from attnkit.layers import MonotonicAttention as MonotonicAttention  # noqa: E402
+from attnkit.layers import ForwardAttention as ForwardAttention  # noqa: E402
+from attnkit.layers import LocationSensitiveAttention as LocationSensitiveAttention  # noqa: E402
