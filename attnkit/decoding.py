@@ -25,13 +25,31 @@ _NEG = -1e9
 
 
 def _check(max_length, end_token, beam_width=1, length_penalty=0.0):
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"`max_length` must be a positive integer. Received: max_length={max_length!r}")
+    if (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, int)
+        or max_length < 1
+    ):
+        raise ValueError(
+            f"`max_length` must be a positive integer. Received: max_length={max_length!r}"
+        )
     if isinstance(end_token, bool) or not isinstance(end_token, int) or end_token < 0:
-        raise ValueError(f"`end_token` must be a token id >= 0. Received: end_token={end_token!r}")
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(f"`beam_width` must be a positive integer. Received: beam_width={beam_width!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or length_penalty < 0:
+        raise ValueError(
+            f"`end_token` must be a token id >= 0. Received: end_token={end_token!r}"
+        )
+    if (
+        isinstance(beam_width, bool)
+        or not isinstance(beam_width, int)
+        or beam_width < 1
+    ):
+        raise ValueError(
+            f"`beam_width` must be a positive integer. Received: beam_width={beam_width!r}"
+        )
+    if (
+        isinstance(length_penalty, bool)
+        or not isinstance(length_penalty, (int, float))
+        or length_penalty < 0
+    ):
         raise ValueError(
             f"`length_penalty` must be a number >= 0. Received: length_penalty={length_penalty!r}"
         )
@@ -63,9 +81,10 @@ def cell_step(cell, embedding, projection):
         if getattr(cell, "alignment_history", False):
             output = cell.split_output(output)[0]
         logits = ops.cast(projection(output), "float32")  # (N, V)
-        if getattr(projection, "activation", None) is not None and getattr(
-            projection.activation, "__name__", ""
-        ) == "softmax":
+        if (
+            getattr(projection, "activation", None) is not None
+            and getattr(projection.activation, "__name__", "") == "softmax"
+        ):
             return ops.log(ops.maximum(logits, 1e-30)), list(states)
         return ops.log_softmax(logits, axis=-1), list(states)
 
@@ -111,7 +130,17 @@ def greedy_decode(step, initial_states, *, start_token, end_token, max_length):
         return t + 1, chosen, list(states), seq, scores, lengths, finished
 
     result = ops.while_loop(
-        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, states, seq, scores, lengths, finished),
+        cond,
+        body,
+        (
+            ops.convert_to_tensor(0, "int32"),
+            tokens,
+            states,
+            seq,
+            scores,
+            lengths,
+            finished,
+        ),
         maximum_iterations=max_length,
     )
     return result[3], result[4], result[5]
@@ -122,7 +151,16 @@ def _penalty(lengths, alpha):
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
-def beam_search(step, initial_states, *, start_token, end_token, max_length, beam_width, length_penalty=0.0):
+def beam_search(
+    step,
+    initial_states,
+    *,
+    start_token,
+    end_token,
+    max_length,
+    beam_width,
+    length_penalty=0.0,
+):
     """Beam search: keeps the `beam_width` best prefixes at every step.
 
     Candidates are ranked by `score / lp(length)` with the GNMT length
@@ -163,7 +201,9 @@ def beam_search(step, initial_states, *, start_token, end_token, max_length, bea
     def body(t, tokens, states, seq, scores, lengths, finished):
         log_probs, states = step(tokens, list(states))
         vocab = log_probs.shape[-1]
-        log_probs = ops.reshape(ops.cast(log_probs, "float32"), (batch, k, vocab))  # (B, K, V)
+        log_probs = ops.reshape(
+            ops.cast(log_probs, "float32"), (batch, k, vocab)
+        )  # (B, K, V)
         end_only = ops.where(ops.arange(vocab) == end_token, 0.0, _NEG)  # (V,)
         log_probs = ops.where(finished[..., None], end_only[None, None, :], log_probs)
         total = scores[..., None] + log_probs  # (B, K, V)
@@ -175,11 +215,17 @@ def beam_search(step, initial_states, *, start_token, end_token, max_length, bea
         index = ops.cast(index, "int32")
         parent = index // vocab
         chosen = index % vocab
-        scores = ops.take_along_axis(ops.reshape(total, (batch, k * vocab)), index, axis=1)
+        scores = ops.take_along_axis(
+            ops.reshape(total, (batch, k * vocab)), index, axis=1
+        )
         lengths = ops.take_along_axis(cand_len, parent, axis=1)
         was_finished = ops.take_along_axis(finished, parent, axis=1)
-        seq = ops.take_along_axis(seq, ops.repeat(parent[..., None], max_length, axis=2), axis=1)
-        write = ops.logical_and(positions == t, ops.logical_not(was_finished)[..., None])
+        seq = ops.take_along_axis(
+            seq, ops.repeat(parent[..., None], max_length, axis=2), axis=1
+        )
+        write = ops.logical_and(
+            positions == t, ops.logical_not(was_finished)[..., None]
+        )
         seq = ops.where(write, chosen[..., None], seq)
         finished = ops.logical_or(was_finished, chosen == end_token)
         rows = ops.reshape(offsets + parent, (-1,))  # (B·K,)
@@ -187,14 +233,26 @@ def beam_search(step, initial_states, *, start_token, end_token, max_length, bea
         return t + 1, ops.reshape(chosen, (-1,)), states, seq, scores, lengths, finished
 
     result = ops.while_loop(
-        cond, body, (ops.convert_to_tensor(0, "int32"), tokens, states, seq, scores, lengths, finished),
+        cond,
+        body,
+        (
+            ops.convert_to_tensor(0, "int32"),
+            tokens,
+            states,
+            seq,
+            scores,
+            lengths,
+            finished,
+        ),
         maximum_iterations=max_length,
     )
     seq, scores, lengths = result[3], result[4], result[5]
     rank = scores / _penalty(lengths, length_penalty) if length_penalty else scores
     best = ops.cast(ops.argmax(rank, axis=-1), "int32")[:, None]  # (B, 1)
     return (
-        ops.take_along_axis(seq, ops.repeat(best[..., None], max_length, axis=2), axis=1)[:, 0],
+        ops.take_along_axis(
+            seq, ops.repeat(best[..., None], max_length, axis=2), axis=1
+        )[:, 0],
         ops.take_along_axis(scores, best, axis=1)[:, 0],
         ops.take_along_axis(lengths, best, axis=1)[:, 0],
     )

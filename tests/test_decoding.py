@@ -39,17 +39,26 @@ TABLE = np.array(
 
 def test_hand_computed_greedy_and_beam():
     states = [np.zeros((1, 1), "float32")]
-    tokens, score, length = greedy_decode(_table_step(TABLE), states, start_token=1, end_token=END, max_length=4)
+    tokens, score, length = greedy_decode(
+        _table_step(TABLE), states, start_token=1, end_token=END, max_length=4
+    )
     # greedy: a (0.5), a (0.35), a (0.35), a (0.35): never ends within 4.
     np.testing.assert_array_equal(to_np(tokens), [[2, 2, 2, 2]])
     np.testing.assert_allclose(to_np(score), np.log([0.5 * 0.35**3]), rtol=1e-5)
     np.testing.assert_array_equal(to_np(length), [4])
     tokens, score, length = beam_search(
-        _table_step(TABLE), states, start_token=1, end_token=END, max_length=4, beam_width=2
+        _table_step(TABLE),
+        states,
+        start_token=1,
+        end_token=END,
+        max_length=4,
+        beam_width=2,
     )
     # beam 2 keeps b (0.4) and finds b, end = 0.36 > every length-4 greedy continuation.
     np.testing.assert_array_equal(to_np(tokens), [[3, 0, 0, 0]])
-    np.testing.assert_allclose(to_np(score), np.log([TABLE[1, 3] * TABLE[3, 0]]), rtol=1e-5)
+    np.testing.assert_allclose(
+        to_np(score), np.log([TABLE[1, 3] * TABLE[3, 0]]), rtol=1e-5
+    )
     np.testing.assert_array_equal(to_np(length), [2])
 
 
@@ -57,10 +66,14 @@ def _decoder(seed, vocab=6):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     memory = rng.normal(size=(3, 5, 4)).astype("float32")
-    cell = AttentionRNNCell(keras.layers.GRUCell(8), BahdanauAttention(6), attention_layer_size=8)
+    cell = AttentionRNNCell(
+        keras.layers.GRUCell(8), BahdanauAttention(6), attention_layer_size=8
+    )
     states = cell.get_initial_state(memory=memory)
     embedding = keras.layers.Embedding(vocab, 4)
-    projection = keras.layers.Dense(vocab, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))
+    projection = keras.layers.Dense(
+        vocab, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0)
+    )
     return cell_step(cell, embedding, projection), states, cell
 
 
@@ -81,7 +94,9 @@ def _python_greedy(step, states, max_length):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_greedy_matches_python_loop_and_beam_properties(seed):
     step, states, _ = _decoder(seed)
-    tokens, scores, lengths = greedy_decode(step, states, start_token=1, end_token=END, max_length=6)
+    tokens, scores, lengths = greedy_decode(
+        step, states, start_token=1, end_token=END, max_length=6
+    )
     want_tokens, want_scores = _python_greedy(step, states, 6)
     np.testing.assert_array_equal(to_np(tokens), want_tokens)
     np.testing.assert_allclose(to_np(scores), want_scores, rtol=1e-5)
@@ -91,21 +106,39 @@ def test_greedy_matches_python_loop_and_beam_properties(seed):
     np.testing.assert_array_equal(to_np(b_tokens), to_np(tokens))
     np.testing.assert_allclose(to_np(b_scores), to_np(scores), rtol=1e-5)
     np.testing.assert_array_equal(to_np(b_lengths), to_np(lengths))
-    _, wide, _ = beam_search(step, states, start_token=1, end_token=END, max_length=6, beam_width=4)
+    _, wide, _ = beam_search(
+        step, states, start_token=1, end_token=END, max_length=6, beam_width=4
+    )
     assert np.all(to_np(wide) >= to_np(scores) - 1e-5)
 
 
 def test_length_penalty_runs_and_errors():
     step, states, _ = _decoder(0)
     tokens, _, lengths = beam_search(
-        step, states, start_token=1, end_token=END, max_length=5, beam_width=3, length_penalty=0.6
+        step,
+        states,
+        start_token=1,
+        end_token=END,
+        max_length=5,
+        beam_width=3,
+        length_penalty=0.6,
     )
     assert to_np(tokens).shape == (3, 5) and np.all(to_np(lengths) <= 5)
     with pytest.raises(ValueError, match="Received: max_length=0"):
         greedy_decode(step, states, start_token=1, end_token=END, max_length=0)
     with pytest.raises(ValueError, match="Received: beam_width=0"):
-        beam_search(step, states, start_token=1, end_token=END, max_length=3, beam_width=0)
+        beam_search(
+            step, states, start_token=1, end_token=END, max_length=3, beam_width=0
+        )
     with pytest.raises(ValueError, match="Received: length_penalty=-1"):
-        beam_search(step, states, start_token=1, end_token=END, max_length=3, beam_width=2, length_penalty=-1)
+        beam_search(
+            step,
+            states,
+            start_token=1,
+            end_token=END,
+            max_length=3,
+            beam_width=2,
+            length_penalty=-1,
+        )
     with pytest.raises(ValueError, match="Received: end_token=-1"):
         greedy_decode(step, states, start_token=1, end_token=-1, max_length=3)

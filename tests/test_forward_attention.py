@@ -29,15 +29,22 @@ def test_step_matches_float64(with_u):
     prev = rng.dirichlet(np.ones(6), size=3)
     u = rng.uniform(size=(3, 1)) if with_u else None
     got = alignment.forward_attention(
-        e.astype("float32"), prev.astype("float32"), None, None if u is None else u.astype("float32")
+        e.astype("float32"),
+        prev.astype("float32"),
+        None,
+        None if u is None else u.astype("float32"),
     )
     np.testing.assert_allclose(to_np(got), reference_step(e, prev, u), atol=1e-6)
 
 
 def test_hand_computed_first_step():
     # α̂_0 = [1, 0, 0], u_0 = 0.5, uniform y: prior [0.5, 0.5, 0] -> α̂_1 = [0.5, 0.5, 0].
-    got = alignment.forward_attention(np.zeros((1, 3), "float32"), np.array([[1.0, 0, 0]], "float32"),
-                                      None, np.array([[0.5]], "float32"))
+    got = alignment.forward_attention(
+        np.zeros((1, 3), "float32"),
+        np.array([[1.0, 0, 0]], "float32"),
+        None,
+        np.array([[0.5]], "float32"),
+    )
     np.testing.assert_allclose(to_np(got), [[0.5, 0.5, 0.0]], atol=1e-7)
 
 
@@ -56,7 +63,8 @@ def test_cell_forward_only(transition_agent):
     targets = rng.normal(size=(2, 5, 3)).astype("float32")
     mask = np.arange(7)[None] < np.array([[7], [5]])
     cell = AttentionRNNCell(
-        keras.layers.LSTMCell(4), ForwardAttention(5, transition_agent=transition_agent),
+        keras.layers.LSTMCell(4),
+        ForwardAttention(5, transition_agent=transition_agent),
         alignment_history=True,
     )
     state = cell.get_initial_state(memory=memory, memory_mask=mask)
@@ -83,8 +91,12 @@ def test_standalone_contract_and_errors():
     from attnkit.testing import run_layer_contract
 
     run_layer_contract(
-        ForwardAttention, {"units": 4}, [(2, 3, 4), (2, 5, 6)],
-        expected_output_shape=(2, 3, 6), expected_scores_shape=(2, 3, 5), mask_input=0,
+        ForwardAttention,
+        {"units": 4},
+        [(2, 3, 4), (2, 5, 6)],
+        expected_output_shape=(2, 3, 6),
+        expected_scores_shape=(2, 3, 5),
+        mask_input=0,
     )
     with pytest.raises(ValueError, match="Received: units=0"):
         ForwardAttention(0)

@@ -37,7 +37,9 @@ def test_cell_matches_float64_and_stepping(cumulative):
     memory = rng.normal(size=(2, 6, 4)).astype("float32")
     targets = rng.normal(size=(2, 4, 3)).astype("float32")
     mask = np.arange(6)[None] < np.array([[6], [4]])
-    mech = LocationSensitiveAttention(5, filters=2, kernel_size=3, cumulative=cumulative)
+    mech = LocationSensitiveAttention(
+        5, filters=2, kernel_size=3, cumulative=cumulative
+    )
     cell = AttentionRNNCell(keras.layers.SimpleRNNCell(4), mech, alignment_history=True)
     state = cell.get_initial_state(memory=memory, memory_mask=mask)
     out = keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state)
@@ -52,7 +54,9 @@ def test_cell_matches_float64_and_stepping(cumulative):
     source = np.zeros((2, 6))
     for t in range(4):
         f = reference_conv(source, w["location_filters"]) @ w["location_kernel"]
-        hidden = np.tanh((queries[t] @ w["query_kernel"])[:, None] + memory @ w["memory_kernel"] + f)
+        hidden = np.tanh(
+            (queries[t] @ w["query_kernel"])[:, None] + memory @ w["memory_kernel"] + f
+        )
         e = np.where(mask, hidden @ w["attention_v"], -np.inf)
         want = np.exp(e - e.max(-1, keepdims=True))
         want /= want.sum(-1, keepdims=True)
@@ -64,8 +68,11 @@ def test_standalone_contract_and_errors():
     from attnkit.testing import run_layer_contract
 
     run_layer_contract(
-        LocationSensitiveAttention, {"units": 4, "filters": 2, "kernel_size": 3, "smoothing": True},
-        [(2, 3, 4), (2, 5, 6)], expected_output_shape=(2, 3, 6), expected_scores_shape=(2, 3, 5),
+        LocationSensitiveAttention,
+        {"units": 4, "filters": 2, "kernel_size": 3, "smoothing": True},
+        [(2, 3, 4), (2, 5, 6)],
+        expected_output_shape=(2, 3, 6),
+        expected_scores_shape=(2, 3, 5),
         mask_input=0,
     )
     with pytest.raises(ValueError, match="Received: filters=0"):

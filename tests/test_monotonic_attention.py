@@ -42,8 +42,12 @@ def test_hand_computed_expected_step():
     # α_0 = [1, 0, 0], p = [0.5, 0.5, 1]: q = [1, 0.5, 0.25], α = [0.5, 0.25, 0.25].
     p = np.array([[0.5, 0.5, 1.0]], "float32")
     prev = np.array([[1.0, 0.0, 0.0]], "float32")
-    np.testing.assert_allclose(to_np(alignment.monotonic_recursive(p, prev)), [[0.5, 0.25, 0.25]])
-    np.testing.assert_allclose(to_np(alignment.monotonic_parallel(p, prev)), [[0.5, 0.25, 0.25]], atol=1e-7)
+    np.testing.assert_allclose(
+        to_np(alignment.monotonic_recursive(p, prev)), [[0.5, 0.25, 0.25]]
+    )
+    np.testing.assert_allclose(
+        to_np(alignment.monotonic_parallel(p, prev)), [[0.5, 0.25, 0.25]], atol=1e-7
+    )
 
 
 def test_hand_computed_hard_step():
@@ -61,11 +65,16 @@ def _run(mode, score="bahdanau", training=False, seed=0):
     targets = rng.normal(size=(2, 5, 3)).astype("float32")
     mask = np.arange(6)[None] < np.array([[6], [4]])
     mech = MonotonicAttention(
-        units=5 if score == "bahdanau" else None, score=score, mode=mode, score_bias_init=0.5
+        units=5 if score == "bahdanau" else None,
+        score=score,
+        mode=mode,
+        score_bias_init=0.5,
     )
     cell = AttentionRNNCell(keras.layers.GRUCell(4), mech, alignment_history=True)
     state = cell.get_initial_state(memory=memory, memory_mask=mask)
-    out = keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state, training=training)
+    out = keras.layers.RNN(cell, return_sequences=True)(
+        targets, initial_state=state, training=training
+    )
     s, steps = state, []
     for t in range(5):
         y, s = cell(targets[:, t], s, training=training)
@@ -82,13 +91,17 @@ def test_cell_modes(score):
     assert np.all(rec.sum(-1) <= 1 + 1e-6) and np.all(rec >= 0)
     assert np.all(rec[1, :, 4:] == 0)  # padded memory never attended
     _, hard, _ = _run("hard", score)
-    positions = np.where(hard.sum(-1) > 0, hard.argmax(-1), 10**6)  # gone = past the end
+    positions = np.where(
+        hard.sum(-1) > 0, hard.argmax(-1), 10**6
+    )  # gone = past the end
     assert np.all(np.isin(hard, [0.0, 1.0]))
     assert np.all(np.diff(positions, axis=-1) >= 0)  # never moves backwards
 
 
 def test_inference_mode_and_noise_only_in_training():
-    mech = MonotonicAttention(units=3, mode="parallel", inference_mode="hard", sigmoid_noise=1.0, seed=3)
+    mech = MonotonicAttention(
+        units=3, mode="parallel", inference_mode="hard", sigmoid_noise=1.0, seed=3
+    )
     q = np.ones((1, 2, 4), "float32")
     v = np.random.default_rng(0).normal(size=(1, 5, 4)).astype("float32")
     _, a_inf = mech([q, v], return_attention_scores=True, training=False)
@@ -103,8 +116,12 @@ def test_standalone_contract():
     from attnkit.testing import run_layer_contract
 
     run_layer_contract(
-        MonotonicAttention, {"units": 4, "mode": "recursive"}, [(2, 3, 4), (2, 5, 6)],
-        expected_output_shape=(2, 3, 6), expected_scores_shape=(2, 3, 5), mask_input=0,
+        MonotonicAttention,
+        {"units": 4, "mode": "recursive"},
+        [(2, 3, 4), (2, 5, 6)],
+        expected_output_shape=(2, 3, 6),
+        expected_scores_shape=(2, 3, 5),
+        mask_input=0,
     )
 
 

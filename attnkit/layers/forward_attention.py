@@ -67,7 +67,13 @@ class ForwardAttention(AttentionMechanism):
 
     stateful = True
 
-    def __init__(self, units, transition_agent=True, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        units,
+        transition_agent=True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = _base.check_positive_int(units, "units")
         self.transition_agent = _base.check_bool(transition_agent, "transition_agent")
@@ -79,7 +85,9 @@ class ForwardAttention(AttentionMechanism):
         if self.transition_agent:
             width = memory_dim + query_dim + (input_dim or 0)
             self.agent_kernel = self.add_weight(
-                name="agent_kernel", shape=(width, 1), initializer=self.kernel_initializer,
+                name="agent_kernel",
+                shape=(width, 1),
+                initializer=self.kernel_initializer,
                 dtype=self.dtype,
             )
             self.agent_bias = self.add_weight(
@@ -102,7 +110,9 @@ class ForwardAttention(AttentionMechanism):
         alpha = alignment.forward_attention(energies, previous, mask, move)  # (B, Tv)
         if not self.transition_agent:
             return alpha, []
-        context = ops.einsum("bk,bkd->bd", ops.cast(alpha, memory.dtype), memory)  # (B, Dv)
+        context = ops.einsum(
+            "bk,bkd->bd", ops.cast(alpha, memory.dtype), memory
+        )  # (B, Dv)
         parts = [context, ops.cast(query, context.dtype)]
         if inputs is not None:
             parts.append(ops.cast(inputs, context.dtype))

@@ -113,8 +113,12 @@ class LocationSensitiveAttention(AttentionMechanism):
     def step(self, query, memory, mask, previous, states, inputs=None, training=None):
         source = states[0] if self.cumulative else previous  # (B, Tv)
         source = ops.cast(source, memory.dtype)
-        features = alignment.location_features(source, self.location_filters)  # (B, Tv, F)
-        location = ops.matmul(features, ops.cast(self.location_kernel, features.dtype))  # (B, Tv, U)
+        features = alignment.location_features(
+            source, self.location_filters
+        )  # (B, Tv, F)
+        location = ops.matmul(
+            features, ops.cast(self.location_kernel, features.dtype)
+        )  # (B, Tv, U)
         energies = ops.cast(self._bahdanau_energies(query, memory, location), "float32")
         if self.smoothing:
             weights = ops.sigmoid(energies)
