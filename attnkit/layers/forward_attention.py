@@ -53,11 +53,11 @@ class ForwardAttention(AttentionMechanism):
 
     Example:
 
-    >>> import numpy as np, attnkit
+    >>> import numpy as np, keras, attnkit
     >>> layer = attnkit.layers.ForwardAttention(units=8)
     >>> q = np.ones((1, 2, 4), "float32"); v = np.ones((1, 5, 6), "float32")
     >>> out, a = layer([q, v], return_attention_scores=True)
-    >>> bool((a[0, 0, 2:] == 0).all())
+    >>> bool((keras.ops.convert_to_numpy(a)[0, 0, 2:] == 0).all())
     True
 
     References:
