@@ -234,3 +234,13 @@ def test_large_logits_stay_finite(rng):
     for impl in IMPLS:
         out = to_numpy(attention(q * 1e3, k, v, bias=bias, implementation=impl, block_size=block_size(impl)))
         assert np.all(np.isfinite(out)), impl
+
+
+@pytest.mark.parametrize("dv", (3, 12))
+@pytest.mark.parametrize("impl", ("naive", "chunked", "fused"))
+def test_value_head_size_may_differ_from_key(dv, impl, rng):
+    q, k, v = make_inputs("gqa", "different", rng, dv=dv)
+    expected, _ = reference_attention(q, k, v, causal=True)
+    got = to_numpy(attention(q, k, v, causal=True, implementation=impl, block_size=block_size(impl)))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -68,6 +68,15 @@ def attend(problem):
             # keras' TensorFlow kernel has no grouped-query heads.
             key = ops.repeat(key, groups, axis=2)  # (B, Tv, H, D)
             value = ops.repeat(value, groups, axis=2)
+        dv, d = value.shape[-1], query.shape[-1]
+        if keras.backend.backend() == "jax" and dv != d:
+            # jax.nn.dot_product_attention requires the value head size to equal
+            # the key's: pad values with zero features and drop them after.
+            if dv < d:
+                value = ops.pad(value, [(0, 0), (0, 0), (0, 0), (0, d - dv)])
+            else:
+                pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
+                query, key = ops.pad(query, pad), ops.pad(key, pad)
         out = ops.dot_product_attention(
             query,
             key,
@@ -76,14 +85,13 @@ def attend(problem):
             mask=mask,
             scale=1.0,
             is_causal=simple_causal,
-        )  # (B, Tq, H, Dv)
+        )[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
     if row_has_key is not None:
         keep = ops.transpose(
             ops.cast(row_has_key, out.dtype), (0, 2, 1, 3)
         )  # (B, Tq, H, 1)
         out = out * keep
-    dv = value.shape[-1]
-    return ops.reshape(out, (batch, tq, kv_heads, groups, dv))
+    return ops.reshape(out, (batch, tq, kv_heads, groups, problem.value.shape[-1]))
 
 
 def _heads_layout(x, heads):
