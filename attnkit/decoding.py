@@ -25,23 +25,13 @@ _NEG = -1e9
 
 
 def _check(max_length, end_token, beam_width=1, length_penalty=0.0):
-    if (
-        isinstance(max_length, bool)
-        or not isinstance(max_length, int)
-        or max_length < 1
-    ):
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(
             f"`max_length` must be a positive integer. Received: max_length={max_length!r}"
         )
     if isinstance(end_token, bool) or not isinstance(end_token, int) or end_token < 0:
-        raise ValueError(
-            f"`end_token` must be a token id >= 0. Received: end_token={end_token!r}"
-        )
-    if (
-        isinstance(beam_width, bool)
-        or not isinstance(beam_width, int)
-        or beam_width < 1
-    ):
+        raise ValueError(f"`end_token` must be a token id >= 0. Received: end_token={end_token!r}")
+    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise ValueError(
             f"`beam_width` must be a positive integer. Received: beam_width={beam_width!r}"
         )
@@ -201,9 +191,7 @@ def beam_search(
     def body(t, tokens, states, seq, scores, lengths, finished):
         log_probs, states = step(tokens, list(states))
         vocab = log_probs.shape[-1]
-        log_probs = ops.reshape(
-            ops.cast(log_probs, "float32"), (batch, k, vocab)
-        )  # (B, K, V)
+        log_probs = ops.reshape(ops.cast(log_probs, "float32"), (batch, k, vocab))  # (B, K, V)
         end_only = ops.where(ops.arange(vocab) == end_token, 0.0, _NEG)  # (V,)
         log_probs = ops.where(finished[..., None], end_only[None, None, :], log_probs)
         total = scores[..., None] + log_probs  # (B, K, V)
@@ -215,17 +203,11 @@ def beam_search(
         index = ops.cast(index, "int32")
         parent = index // vocab
         chosen = index % vocab
-        scores = ops.take_along_axis(
-            ops.reshape(total, (batch, k * vocab)), index, axis=1
-        )
+        scores = ops.take_along_axis(ops.reshape(total, (batch, k * vocab)), index, axis=1)
         lengths = ops.take_along_axis(cand_len, parent, axis=1)
         was_finished = ops.take_along_axis(finished, parent, axis=1)
-        seq = ops.take_along_axis(
-            seq, ops.repeat(parent[..., None], max_length, axis=2), axis=1
-        )
-        write = ops.logical_and(
-            positions == t, ops.logical_not(was_finished)[..., None]
-        )
+        seq = ops.take_along_axis(seq, ops.repeat(parent[..., None], max_length, axis=2), axis=1)
+        write = ops.logical_and(positions == t, ops.logical_not(was_finished)[..., None])
         seq = ops.where(write, chosen[..., None], seq)
         finished = ops.logical_or(was_finished, chosen == end_token)
         rows = ops.reshape(offsets + parent, (-1,))  # (B·K,)
@@ -250,9 +232,7 @@ def beam_search(
     rank = scores / _penalty(lengths, length_penalty) if length_penalty else scores
     best = ops.cast(ops.argmax(rank, axis=-1), "int32")[:, None]  # (B, 1)
     return (
-        ops.take_along_axis(
-            seq, ops.repeat(best[..., None], max_length, axis=2), axis=1
-        )[:, 0],
+        ops.take_along_axis(seq, ops.repeat(best[..., None], max_length, axis=2), axis=1)[:, 0],
         ops.take_along_axis(scores, best, axis=1)[:, 0],
         ops.take_along_axis(lengths, best, axis=1)[:, 0],
     )

@@ -55,9 +55,7 @@ class _WithScores(keras.layers.Layer):
     """Calls an attention layer (same object, same weights) asking for its weights."""
 
     def __init__(self, layer, **kwargs):
-        super().__init__(
-            name=f"{layer.name}_with_scores", dtype=layer.dtype_policy, **kwargs
-        )
+        super().__init__(name=f"{layer.name}_with_scores", dtype=layer.dtype_policy, **kwargs)
         self.layer = layer
         # The wrapped layer sets its output's mask itself; claiming support keeps
         # Keras from warning that the wrapper drops it.
@@ -108,8 +106,7 @@ def _trace(model):
     recorder = _Recorder()
     if isinstance(model, keras.Sequential):
         inputs = [
-            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
-            for x in model.inputs
+            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
         ]
         x = inputs[0]
         for layer in model.layers:
@@ -133,9 +130,7 @@ def _extractor(model):
             f"`Input`). Received: model={model.name!r}"
         )
     inputs, maps = _trace(model)
-    extractor = (
-        keras.Model(inputs, maps, name=f"{model.name}_attention_maps") if maps else None
-    )
+    extractor = keras.Model(inputs, maps, name=f"{model.name}_attention_maps") if maps else None
     try:
         _CACHE[model] = extractor
     except TypeError:
@@ -186,13 +181,10 @@ def attention_maps(model, inputs, batch_size=None) -> dict:
             f"Received: model={type(model).__name__}"
         )
     if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(
-            "Expected `batch_size` to be a positive integer. "
-            f"Received: batch_size={batch_size!r}"
+            f"Expected `batch_size` to be a positive integer. Received: batch_size={batch_size!r}"
         )
     extractor = _extractor(model)
     if extractor is None:

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-CHILD = r'''
+CHILD = r"""
 import json, os, time
 t0 = time.perf_counter()
 import keras
@@ -67,15 +67,18 @@ for i in range(6):
     t = time.perf_counter()
     ops.convert_to_numpy(fn(q, k, v))
     times.append(time.perf_counter() - t)
-print(json.dumps({"import_s": import_s, "train_ms": train_ms, "attn_ms": 1000 * float(np.median(times[1:]))}))
-'''
+attn_ms = 1000 * float(np.median(times[1:]))
+print(json.dumps({"import_s": import_s, "train_ms": train_ms, "attn_ms": attn_ms}))
+"""
 
 
 def main():
     rows = []
     for backend in ("jax", "torch", "tensorflow"):
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             rows.append((backend, None))
             print(proc.stderr[-2000:], file=sys.stderr)

@@ -52,9 +52,7 @@ def main():
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
-    print(
-        f"| backend | keras MHA ms (GiB) | attnkit MHA ms (GiB) | ratio |  (N={args.n})"
-    )
+    print(f"| backend | keras MHA ms (GiB) | attnkit MHA ms (GiB) | ratio |  (N={args.n})")
     print("|---|---|---|---|")
     for backend in args.backends:
         got = {}
@@ -72,9 +70,7 @@ def main():
                 print(proc.stderr[-2000:], file=sys.stderr)
         rows.append({"backend": backend, **got})
         k, a = got["keras"], got["attnkit"]
-        cell = lambda r: (
-            "fails" if r is None else f"{r['median_ms']:.0f} ({r['peak_rss_gib']:.2f})"
-        )  # noqa: E731
+        cell = lambda r: "fails" if r is None else f"{r['median_ms']:.0f} ({r['peak_rss_gib']:.2f})"  # noqa: E731
         ratio = f"{a['median_ms'] / k['median_ms']:.2f}" if k and a else "-"
         print(f"| {backend} | {cell(k)} | {cell(a)} | {ratio} |", flush=True)
     if args.json:

@@ -29,7 +29,9 @@ def to_numpy(x):
 try:
     from hypothesis import HealthCheck, settings
 
-    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    _common = dict(
+        deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
     settings.register_profile("default", max_examples=25, derandomize=True, **_common)
     settings.register_profile(
         "fuzz", max_examples=int(os.environ.get("ATTNKIT_FUZZ_EXAMPLES", "3400")), **_common

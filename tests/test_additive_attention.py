@@ -86,9 +86,7 @@ def test_parity_with_keras(use_scale, masking):
     k_out, k_scores = theirs([q, v, k], **kwargs)
     np.testing.assert_allclose(to_numpy(out), to_numpy(k_out), atol=ATOL)
     valid = query_mask if masking == "all" else np.ones((B, TQ), bool)
-    np.testing.assert_allclose(
-        to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL
-    )
+    np.testing.assert_allclose(to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL)
     np.testing.assert_array_equal(to_numpy(scores)[~valid], 0.0)
 
 
@@ -99,9 +97,7 @@ def test_keras_form_weights_and_config_match_keras():
     theirs([q, v])
     ours([q, v])
     assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
-    assert (
-        [w.name for w in ours.weights] == [w.name for w in theirs.weights] == ["scale"]
-    )
+    assert [w.name for w in ours.weights] == [w.name for w in theirs.weights] == ["scale"]
     assert "score_mode" not in ours.get_config()
 
 
@@ -114,9 +110,7 @@ def test_bahdanau_matches_reference(use_bias, causal):
     weights = _random_weights(layer)
     layer.set_weights(weights)
     names = [w.name for w in layer.weights]
-    assert names == ["query_kernel", "key_kernel"] + (["bias"] if use_bias else []) + [
-        "scale"
-    ]
+    assert names == ["query_kernel", "key_kernel"] + (["bias"] if use_bias else []) + ["scale"]
     named = dict(zip(names, weights, strict=True))
     value_mask = np.array([[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1]], bool)
     out, scores = layer(
@@ -148,9 +142,7 @@ def test_bahdanau_without_scale_sums_tanh():
     layer([q, v, k])
     w_q, w_k, bias = layer.get_weights()
     _, scores = layer([q, v, k], return_attention_scores=True)
-    _, ref_w = _reference_bahdanau(
-        q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool)
-    )
+    _, ref_w = _reference_bahdanau(q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool))
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
 
 
@@ -194,9 +186,7 @@ def test_implicit_masks_equal_explicit_masks():
         plain, mask=[q_ids != 0, v_ids != 0], return_attention_scores=True
     )
     np.testing.assert_allclose(to_numpy(implicit), to_numpy(explicit), atol=1e-7)
-    np.testing.assert_allclose(
-        to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7
-    )
+    np.testing.assert_allclose(to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7)
     assert not np.allclose(to_numpy(layer(plain)), to_numpy(explicit))
     rows = to_numpy(explicit_scores).sum(-1)
     np.testing.assert_allclose(rows, (q_ids != 0).astype("float32"), atol=1e-6)
@@ -236,7 +226,5 @@ def test_constructor_errors(kwargs, match):
 
 def test_feature_sizes_must_match_without_units():
     q, v, _ = _data(dq=5, dv=8)
-    with pytest.raises(
-        ValueError, match=r"Received: query.shape\[-1\]=5, key.shape\[-1\]=8"
-    ):
+    with pytest.raises(ValueError, match=r"Received: query.shape\[-1\]=5, key.shape\[-1\]=8"):
         AdditiveAttention()([q, v])

@@ -129,9 +129,7 @@ def test_concat_matches_reference():
     layer([q, v, k])
     scale, weight = _random_weights(layer)
     layer.set_weights([scale, weight])
-    out, scores = layer(
-        [q, v, k], mask=[None, value_mask], return_attention_scores=True
-    )
+    out, scores = layer([q, v, k], mask=[None, value_mask], return_attention_scores=True)
     ref_out, ref_w = _reference_concat(
         q,
         k,
@@ -184,14 +182,10 @@ def test_parity_with_keras(score_mode, use_scale, masking):
     k_out, k_scores = theirs([q, v, k], **kwargs)
     np.testing.assert_allclose(to_numpy(out), to_numpy(k_out), atol=ATOL)
     valid = (
-        np.ones((B, TQ), bool)
-        if "mask" not in kwargs or kwargs["mask"][0] is None
-        else query_mask
+        np.ones((B, TQ), bool) if "mask" not in kwargs or kwargs["mask"][0] is None else query_mask
     )
     # Keras leaves the scores of padded queries as if unmasked; attnkit zeroes them.
-    np.testing.assert_allclose(
-        to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL
-    )
+    np.testing.assert_allclose(to_numpy(scores)[valid], to_numpy(k_scores)[valid], atol=ATOL)
     np.testing.assert_array_equal(to_numpy(scores)[~valid], 0.0)
 
 
@@ -203,9 +197,7 @@ def test_parity_with_keras_nd_batch():
     theirs.set_weights(_random_weights(theirs))
     ours.set_weights(theirs.get_weights())
     out, scores = ours([q, v, k], use_causal_mask=True, return_attention_scores=True)
-    k_out, k_scores = theirs(
-        [q, v, k], use_causal_mask=True, return_attention_scores=True
-    )
+    k_out, k_scores = theirs([q, v, k], use_causal_mask=True, return_attention_scores=True)
     assert tuple(out.shape) == (2, 3, TQ, D) and tuple(scores.shape) == (2, 3, TQ, TV)
     np.testing.assert_allclose(to_numpy(out), to_numpy(k_out), atol=ATOL)
     np.testing.assert_allclose(to_numpy(scores), to_numpy(k_scores), atol=ATOL)
@@ -218,27 +210,21 @@ def test_nd_batch_masks_equal_flattened_call():
     rng = np.random.default_rng(3)
     query_mask, value_mask = rng.random((2, 3, TQ)) > 0.3, rng.random((2, 3, TV)) > 0.3
     layer = Attention(score_mode="general")
-    out, scores = layer(
-        [q, v, k], mask=[query_mask, value_mask], return_attention_scores=True
-    )
+    out, scores = layer([q, v, k], mask=[query_mask, value_mask], return_attention_scores=True)
     flat = [x.reshape(6, *x.shape[2:]) for x in (q, v, k)]
     flat_out, flat_scores = layer(
         flat,
         mask=[query_mask.reshape(6, TQ), value_mask.reshape(6, TV)],
         return_attention_scores=True,
     )
-    np.testing.assert_allclose(
-        to_numpy(out).reshape(6, TQ, D), to_numpy(flat_out), atol=1e-7
-    )
+    np.testing.assert_allclose(to_numpy(out).reshape(6, TQ, D), to_numpy(flat_out), atol=1e-7)
     np.testing.assert_allclose(
         to_numpy(scores).reshape(6, TQ, TV), to_numpy(flat_scores), atol=1e-7
     )
 
 
 def test_keras_config_loads():
-    theirs = keras.layers.Attention(
-        use_scale=True, score_mode="concat", dropout=0.1, seed=3
-    )
+    theirs = keras.layers.Attention(use_scale=True, score_mode="concat", dropout=0.1, seed=3)
     ours = Attention.from_config(theirs.get_config())
     assert (ours.use_scale, ours.score_mode, ours.dropout, ours.seed) == (
         True,
@@ -264,9 +250,7 @@ def test_implicit_masks_equal_explicit_masks():
         [plain_q, plain_v], mask=[q_ids != 0, v_ids != 0], return_attention_scores=True
     )
     np.testing.assert_allclose(to_numpy(implicit), to_numpy(explicit), atol=1e-7)
-    np.testing.assert_allclose(
-        to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7
-    )
+    np.testing.assert_allclose(to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7)
     unmasked = layer([plain_q, plain_v])
     assert not np.allclose(to_numpy(unmasked), to_numpy(explicit))  # the masks did act
 
@@ -362,9 +346,7 @@ def test_call_errors():
         layer(q)
     with pytest.raises(ValueError, match="Received: mask="):
         layer([q, v], mask=np.ones((B, TQ), bool))
-    with pytest.raises(
-        ValueError, match=r"Received: query.shape\[-1\]=8, key.shape\[-1\]=3"
-    ):
+    with pytest.raises(ValueError, match=r"Received: query.shape\[-1\]=8, key.shape\[-1\]=3"):
         Attention(score_mode="dot")([q, v[..., :3]])
     with pytest.raises(ValueError, match="Received: value.shape="):
         Attention()([q, v, v[:, :3]])
@@ -378,7 +360,5 @@ def test_window_with_unknown_lengths_in_a_compiled_model():
     eager = to_numpy(layer([q, v]))
     np.testing.assert_allclose(model.predict([q, v], verbose=0), eager, atol=1e-6)
     i, j = np.arange(TQ)[:, None], np.arange(TV)[None, :]
-    ref_out, _ = reference_attention(
-        q, v, v, score="scaled_dot", mask=np.abs(i - j) < 2
-    )
+    ref_out, _ = reference_attention(q, v, v, score="scaled_dot", mask=np.abs(i - j) < 2)
     np.testing.assert_allclose(eager, ref_out, atol=ATOL)

@@ -49,9 +49,7 @@ def test_weights_equal_a_direct_call_with_the_same_layer():
     maps = attnkit.attention_maps(model, [q, v])
     _, expected = model.get_layer("mha")(q, v, return_attention_scores=True)
     np.testing.assert_allclose(maps["mha"], to_numpy(expected), rtol=1e-5, atol=1e-6)
-    mixed = keras.Model(model.inputs, model.get_layer("mix").output).predict(
-        [q, v], verbose=0
-    )
+    mixed = keras.Model(model.inputs, model.get_layer("mix").output).predict([q, v], verbose=0)
     _, expected = model.get_layer("dot")([mixed, v], return_attention_scores=True)
     np.testing.assert_allclose(maps["dot"], to_numpy(expected), rtol=1e-5, atol=1e-6)
 
@@ -68,9 +66,7 @@ def test_model_is_left_unchanged_and_trained_weights_are_used():
     second = attnkit.attention_maps(model, data)
     assert not np.allclose(first["mha"], second["mha"])
     mha.set_weights([w / 3.0 for w in mha.get_weights()])
-    np.testing.assert_allclose(
-        model.predict(data, verbose=0), before, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(model.predict(data, verbose=0), before, rtol=1e-5, atol=1e-6)
     assert len(model.layers) == n_layers
 
 
@@ -152,15 +148,11 @@ def test_implicit_padding_mask_reaches_the_layer():
 
 def test_model_that_already_returns_scores():
     q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
-    out, scores = keras.layers.Attention(name="att")(
-        [q_in, v_in], return_attention_scores=True
-    )
+    out, scores = keras.layers.Attention(name="att")([q_in, v_in], return_attention_scores=True)
     model = keras.Model([q_in, v_in], [out, scores])
     data = _data()
     maps = attnkit.attention_maps(model, data)
-    np.testing.assert_allclose(
-        maps["att"], model.predict(data, verbose=0)[1], rtol=1e-6
-    )
+    np.testing.assert_allclose(maps["att"], model.predict(data, verbose=0)[1], rtol=1e-6)
 
 
 _ATTNKIT_LAYERS = {
@@ -258,9 +250,7 @@ def test_error_subclassed_model():
 def test_error_no_attention_layer():
     x = keras.Input((3,))
     model = keras.Model(x, keras.layers.Dense(1)(x), name="plain")
-    with pytest.raises(
-        ValueError, match=r"at least one attention layer.*Received: model='plain'"
-    ):
+    with pytest.raises(ValueError, match=r"at least one attention layer.*Received: model='plain'"):
         attnkit.attention_maps(model, np.ones((1, 3), "float32"))
 
 

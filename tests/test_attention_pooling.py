@@ -21,9 +21,7 @@ def _data(seed=0):
 
 def _randomize(layer, seed=1):
     rng = np.random.default_rng(seed)
-    layer.set_weights(
-        [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
-    )
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
     return {w.name: to_numpy(w).astype(np.float64) for w in layer.weights}
 
 
@@ -78,9 +76,7 @@ def test_contract(kwargs, out_shape, scores_shape):
 MASKS = {
     "none": np.ones((B, T), bool),
     "padding": np.arange(T)[None, :] < np.array([7, 4, 1])[:, None],
-    "holes": np.array(
-        [[1, 0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1, 0]], bool
-    ),
+    "holes": np.array([[1, 0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1, 0]], bool),
 }
 
 
@@ -94,9 +90,7 @@ def test_han_matches_float64_reference(mask_name, num_queries, use_bias):
     layer(h)
     w = _randomize(layer)
     out, alpha = layer(h, mask=mask, return_attention_scores=True)
-    ref_out, ref_alpha = reference_han(
-        h, w["kernel"], w.get("bias", 0.0), w["context"], mask
-    )
+    ref_out, ref_alpha = reference_han(h, w["kernel"], w.get("bias", 0.0), w["context"], mask)
     if num_queries == 1:
         ref_out, ref_alpha = ref_out[:, 0], ref_alpha[:, 0]
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL, rtol=1e-5)
@@ -109,9 +103,7 @@ def test_han_matches_float64_reference(mask_name, num_queries, use_bias):
 )
 def test_feedforward_matches_float64_reference(mask_name, num_queries, use_bias):
     h, mask = _data(), MASKS[mask_name]
-    layer = AttentionPooling(
-        score="feedforward", num_queries=num_queries, use_bias=use_bias
-    )
+    layer = AttentionPooling(score="feedforward", num_queries=num_queries, use_bias=use_bias)
     layer(h)
     w = _randomize(layer)
     bias = w.get("bias", np.zeros(num_queries))
@@ -258,15 +250,11 @@ def test_seed_001_sequential_example():
     model.add(LSTM(16, return_sequences=True))
     model.add(AttentionLayer(64))
     model.add(Dense(10, activation="softmax"))
-    model.compile(
-        loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"]
-    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 10, 32)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 10, size=32), 10)
-    history = model.fit(
-        x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0
-    )
+    history = model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert model.layers[1].output.shape == (None, 16)
     assert model.predict(x[:2], verbose=0).shape == (2, 10)

@@ -61,9 +61,7 @@ def _reference_energies(mech, query, memory):
     if mech.normalize:
         v = w["attention_g"] * v / np.linalg.norm(v)
         bias = w["attention_b"]
-    hidden = np.tanh(
-        (query @ w["query_kernel"] + bias)[:, None, :] + memory @ w["memory_kernel"]
-    )
+    hidden = np.tanh((query @ w["query_kernel"] + bias)[:, None, :] + memory @ w["memory_kernel"])
     return hidden @ v
 
 
@@ -92,9 +90,7 @@ def _reference_gru_run(cell, memory, targets, mask):
     return np.stack(outs, 1), np.stack(aligns, 1)
 
 
-@pytest.mark.parametrize(
-    "name", ["luong_general", "luong_dot", "bahdanau", "bahdanau_norm"]
-)
+@pytest.mark.parametrize("name", ["luong_general", "luong_dot", "bahdanau", "bahdanau_norm"])
 def test_matches_float64_reference_and_stepping(name):
     memory, targets, mask = _data()
     cell = AttentionRNNCell(
@@ -107,9 +103,7 @@ def test_matches_float64_reference_and_stepping(name):
     state = cell.get_initial_state(memory=memory, memory_mask=mask)
     out = keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state)
     outputs, alignments = cell.split_output(out)
-    want_out, want_align = _reference_gru_run(
-        cell, memory.astype(np.float64), targets, mask
-    )
+    want_out, want_align = _reference_gru_run(cell, memory.astype(np.float64), targets, mask)
     np.testing.assert_allclose(to_np(alignments), want_align, atol=2e-5)
     np.testing.assert_allclose(to_np(outputs), want_out, atol=2e-5)
     assert np.all(to_np(alignments)[1, :, 3:] == 0)  # padded memory is never attended
@@ -125,32 +119,22 @@ def test_hand_computed_dot_step():
     # Query = LSTM output; with zero weights and bias the output is 0.5·tanh(0) = 0,
     # so dot energies are all 0 and the alignment is uniform over the visible keys.
     cell = AttentionRNNCell(
-        keras.layers.SimpleRNNCell(
-            2, kernel_initializer="zeros", recurrent_initializer="zeros"
-        ),
+        keras.layers.SimpleRNNCell(2, kernel_initializer="zeros", recurrent_initializer="zeros"),
         LuongAttention(score_mode="dot"),
     )
     memory = np.array([[[1.0, 0.0], [0.0, 1.0], [3.0, 3.0]]], "float32")
-    state = cell.get_initial_state(
-        memory=memory, memory_mask=np.array([[True, True, False]])
-    )
+    state = cell.get_initial_state(memory=memory, memory_mask=np.array([[True, True, False]]))
     out, new = cell(np.ones((1, 1), "float32"), state)
-    np.testing.assert_allclose(
-        to_np(cell.state_alignment(new)), [[0.5, 0.5, 0.0]], atol=1e-7
-    )
+    np.testing.assert_allclose(to_np(cell.state_alignment(new)), [[0.5, 0.5, 0.0]], atol=1e-7)
     np.testing.assert_allclose(to_np(out), [[0.5, 0.5]], atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    "cell_cls", [keras.layers.LSTMCell, keras.layers.SimpleRNNCell]
-)
+@pytest.mark.parametrize("cell_cls", [keras.layers.LSTMCell, keras.layers.SimpleRNNCell])
 def test_fully_masked_memory_gives_zeros_not_nan(cell_cls):
     memory, targets, _ = _data()
     cell = AttentionRNNCell(cell_cls(4), BahdanauAttention(3), alignment_history=True)
     state = cell.get_initial_state(memory=memory, memory_mask=np.zeros((B, TX), bool))
-    out = to_np(
-        keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state)
-    )
+    out = to_np(keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state))
     assert np.all(np.isfinite(out)) and np.all(out == 0)
 
 
@@ -199,9 +183,7 @@ def test_contract_encoder_decoder_save_reload_fit(tmp_path, alignment_history):
     model.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(to_np(reloaded([x, y])), to_np(eager), atol=1e-6, rtol=0)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy"
-    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     before = float(model.evaluate([x, y], y, verbose=0))
     model.fit([x, y], y, epochs=3, batch_size=4, verbose=0, shuffle=False)
     after = float(model.evaluate([x, y], y, verbose=0))
@@ -240,13 +222,9 @@ def test_errors():
     with pytest.raises(ValueError, match="Received: dropout=0.5"):
         AttentionRNNCell(keras.layers.LSTMCell(3, dropout=0.5), BahdanauAttention(3))
     with pytest.raises(ValueError, match="Received: attention_layer_size=0"):
-        AttentionRNNCell(
-            keras.layers.LSTMCell(3), BahdanauAttention(3), attention_layer_size=0
-        )
+        AttentionRNNCell(keras.layers.LSTMCell(3), BahdanauAttention(3), attention_layer_size=0)
     with pytest.raises(ValueError, match="Received: memory_shape="):
-        AttentionRNNCell(
-            keras.layers.LSTMCell(3), BahdanauAttention(3), memory_shape=(4,)
-        )
+        AttentionRNNCell(keras.layers.LSTMCell(3), BahdanauAttention(3), memory_shape=(4,))
     cell = AttentionRNNCell(keras.layers.LSTMCell(3), BahdanauAttention(3))
     with pytest.raises(ValueError, match="Received: memory_shape=None"):
         keras.layers.RNN(cell)
@@ -274,9 +252,7 @@ def test_mechanism_standalone_contract(name):
     cls = type(_mechanism(name))
     kwargs = _mechanism(name).get_config()
     kwargs = {
-        k: v
-        for k, v in kwargs.items()
-        if k in ("score_mode", "use_scale", "units", "normalize")
+        k: v for k, v in kwargs.items() if k in ("score_mode", "use_scale", "units", "normalize")
     }
     run_layer_contract(
         cls,

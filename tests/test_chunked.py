@@ -52,7 +52,7 @@ def reference_gradients(q, k, v, g, **kwargs):
     if squeeze:
         q, k, v, g = (t[:, :, None] for t in (q, k, v, g))
     _, tq, h, d = q.shape
-    tv, hkv = k.shape[1], k.shape[2]
+    hkv = k.shape[2]
     group = h // hkv
     scale = 1.0 / np.sqrt(d)
     _, weights = reference_attention(
@@ -87,9 +87,7 @@ def gradients(q, k, v, g, **kwargs):
     if backend == "jax":
         import jax
 
-        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
-            q, k, v
-        )
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
         return (np.asarray(out), *(np.asarray(t) for t in grads))
     if backend == "tensorflow":
         import tensorflow as tf
@@ -138,9 +136,7 @@ def test_forward_and_gradients_equal_float64(layout, lengths, masking, rng):
     q, k, v = _inputs(rng, tq, tv, layout)
     kwargs = MASKINGS[masking](tq, tv)
     if layout == "3d" and "mask" in kwargs:
-        kwargs["mask"] = kwargs["mask"][:, 0][
-            :, None, :
-        ]  # (B, 1, Tv) broadcasts to (B, Tq, Tv)
+        kwargs["mask"] = kwargs["mask"][:, 0][:, None, :]  # (B, 1, Tv) broadcasts to (B, Tq, Tv)
     _check(q, k, v, kwargs, (4, 6), rng)
 
 
@@ -161,9 +157,7 @@ def test_fully_masked_rows_are_zero_with_zero_gradients(rng):
     mask[0, :5] = False  # batch 0: first five queries see nothing
     mask[1, :, :] = False  # batch 1: nothing at all
     g = rng.normal(size=q.shape[:-1] + (v.shape[-1],)).astype("float32")
-    out, dq, dk, dv = gradients(
-        q, k, v, g, mask=mask, implementation="chunked", block_size=(4, 4)
-    )
+    out, dq, dk, dv = gradients(q, k, v, g, mask=mask, implementation="chunked", block_size=(4, 4))
     for t in (out, dq, dk, dv):
         assert np.all(np.isfinite(t))
     assert np.all(out[0, :5] == 0) and np.all(out[1] == 0)
@@ -171,9 +165,7 @@ def test_fully_masked_rows_are_zero_with_zero_gradients(rng):
     assert np.all(dk[1] == 0) and np.all(dv[1] == 0)
     expected, _ = reference_attention(q, k, v, mask=mask)
     np.testing.assert_allclose(out, expected, atol=TOL, rtol=0)
-    for got, want in zip(
-        (dq, dk, dv), reference_gradients(q, k, v, g, mask=mask), strict=True
-    ):
+    for got, want in zip((dq, dk, dv), reference_gradients(q, k, v, g, mask=mask), strict=True):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
@@ -182,9 +174,7 @@ def test_bias_and_cosine_fall_back_to_autodiff_and_stay_exact(rng):
     bias = rng.normal(size=(B, H, 13, 17)).astype("float32")
     g = rng.normal(size=q.shape[:-1] + (D,)).astype("float32")
     for kwargs in ({"bias": bias}, {"score": "cosine", "causal": True}):
-        chunk = gradients(
-            q, k, v, g, implementation="chunked", block_size=(4, 5), **kwargs
-        )
+        chunk = gradients(q, k, v, g, implementation="chunked", block_size=(4, 5), **kwargs)
         naive = gradients(q, k, v, g, implementation="naive", **kwargs)
         for a, b in zip(chunk, naive, strict=True):
             np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
@@ -192,9 +182,7 @@ def test_bias_and_cosine_fall_back_to_autodiff_and_stay_exact(rng):
 
 def test_masked_blocks_are_skipped():
     # A causal 4-block problem needs the 10 lower-triangle blocks of 16.
-    cfg = chunked.Blocking(
-        tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=None, offset=0
-    )
+    cfg = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=None, offset=0)
     visited = [
         (i, j)
         for i in range(cfg.nq)
@@ -203,15 +191,8 @@ def test_masked_blocks_are_skipped():
     ]
     assert len(visited) == 10 and all(j <= i for i, j in visited)
     # A window of 4 keeps only the diagonal band.
-    band = chunked.Blocking(
-        tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=4, offset=0
-    )
-    kept = [
-        (i, j)
-        for i in range(4)
-        for j in range(4)
-        if bool(to_numpy(band.needed(i * 4, j * 4)))
-    ]
+    band = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=4, offset=0)
+    kept = [(i, j) for i in range(4) for j in range(4) if bool(to_numpy(band.needed(i * 4, j * 4)))]
     assert kept == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3)]
     # Skipping is exact: every visible (query, key) pair lies in a visited block.
     visible = reference_mask(16, 16, causal=True, window=4)

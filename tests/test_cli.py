@@ -139,9 +139,7 @@ def test_console_script_switches_backend(tmp_path):
         (["--nope"], "unrecognized arguments: --nope"),
     ],
 )
-def test_bad_demo_arguments_exit_2_naming_argument_and_value(
-    capsys, monkeypatch, argv, match
-):
+def test_bad_demo_arguments_exit_2_naming_argument_and_value(capsys, monkeypatch, argv, match):
     _fake_module(monkeypatch, "attnkit.cli.demos.digits", run=lambda args: 0)
     code, _, err = _exit_code(capsys, "demo", "digits", *argv)
     assert code == 2
@@ -149,9 +147,7 @@ def test_bad_demo_arguments_exit_2_naming_argument_and_value(
 
 
 def test_addition_length_below_six_is_refused(capsys):
-    pytest.importorskip(
-        "attnkit.data.addition", reason="the addition task is not there yet"
-    )
+    pytest.importorskip("attnkit.data.addition", reason="the addition task is not there yet")
     code, _, err = _exit_code(capsys, "demo", "addition", "--length", "5")
     assert code == 2
     assert "argument --length: expected an integer >= 6. Received: '5'" in err
@@ -194,9 +190,7 @@ def test_demo_delegates_to_its_module(capsys, monkeypatch, tmp_path):
 
 def test_bench_delegates_to_its_module(capsys, monkeypatch):
     module = types.ModuleType("attnkit.cli.bench")
-    module.add_arguments = lambda parser: parser.add_argument(
-        "--plot", action="store_true"
-    )
+    module.add_arguments = lambda parser: parser.add_argument("--plot", action="store_true")
     module.run = lambda args: 0 if args.plot else 1
     monkeypatch.setitem(sys.modules, "attnkit.cli.bench", module)
     assert _run(capsys, "bench", "--plot")[0] == 0
@@ -207,9 +201,7 @@ def test_missing_module_exits_2_with_a_message(capsys, monkeypatch):
     monkeypatch.setattr(cli, "BENCH_MODULE", "attnkit.cli.not_there")
     rc, _, err = _run(capsys, "bench", "--plot", "--rows", "3")
     assert rc == 2
-    assert (
-        "attnkit bench is not available yet (attnkit.cli.not_there is missing)" in err
-    )
+    assert "attnkit bench is not available yet (attnkit.cli.not_there is missing)" in err
     monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit.cli.demos.not_there", "help"))
     rc, _, err = _run(capsys, "demo", "dates", "--epochs", "1")
     assert rc == 2 and "attnkit demo dates is not available yet" in err
@@ -221,9 +213,7 @@ def test_module_failing_to_import_exits_2_with_the_error(capsys, monkeypatch, tm
     monkeypatch.setitem(cli.DEMOS, "dates", ("attnkit_broken_demo", "help"))
     rc, _, err = _run(capsys, "demo", "dates")
     assert rc == 2
-    assert (
-        "attnkit demo dates failed to load: ImportError" in err and "not_a_name" in err
-    )
+    assert "attnkit demo dates failed to load: ImportError" in err and "not_a_name" in err
 
 
 # demo smoke runs: tiny data, one epoch; artefacts exist and are valid
@@ -255,9 +245,7 @@ def test_demo_digits_smoke_and_same_seed_same_model(capsys, tmp_path):
 
 
 def test_demo_addition_smoke(capsys, tmp_path):
-    pytest.importorskip(
-        "attnkit.data.addition", reason="the addition task is not there yet"
-    )
+    pytest.importorskip("attnkit.data.addition", reason="the addition task is not there yet")
     rc, stdout, _ = _run(
         capsys,
         "demo",
@@ -281,6 +269,4 @@ def test_demo_addition_smoke(capsys, tmp_path):
     assert all("test accuracy" in line and "|error| < 0.04" in line for line in epochs)
     _check_png(tmp_path / "addition_attention.png")
     model = keras.saving.load_model(tmp_path / "addition.keras")
-    assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(
-        2, -1
-    ).shape == (2, 1)
+    assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(2, -1).shape == (2, 1)

@@ -13,9 +13,7 @@ from attnkit.models import date_translator as dt
 
 
 @pytest.mark.slow
-def test_default_demo_reaches_99_5_percent_and_reads_years_from_the_year(
-    capsys, tmp_path
-):
+def test_default_demo_reaches_99_5_percent_and_reads_years_from_the_year(capsys, tmp_path):
     rc = cli.main(["demo", "dates", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0

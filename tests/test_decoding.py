@@ -56,9 +56,7 @@ def test_hand_computed_greedy_and_beam():
     )
     # beam 2 keeps b (0.4) and finds b, end = 0.36 > every length-4 greedy continuation.
     np.testing.assert_array_equal(to_np(tokens), [[3, 0, 0, 0]])
-    np.testing.assert_allclose(
-        to_np(score), np.log([TABLE[1, 3] * TABLE[3, 0]]), rtol=1e-5
-    )
+    np.testing.assert_allclose(to_np(score), np.log([TABLE[1, 3] * TABLE[3, 0]]), rtol=1e-5)
     np.testing.assert_array_equal(to_np(length), [2])
 
 
@@ -66,9 +64,7 @@ def _decoder(seed, vocab=6):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     memory = rng.normal(size=(3, 5, 4)).astype("float32")
-    cell = AttentionRNNCell(
-        keras.layers.GRUCell(8), BahdanauAttention(6), attention_layer_size=8
-    )
+    cell = AttentionRNNCell(keras.layers.GRUCell(8), BahdanauAttention(6), attention_layer_size=8)
     states = cell.get_initial_state(memory=memory)
     embedding = keras.layers.Embedding(vocab, 4)
     projection = keras.layers.Dense(
@@ -106,9 +102,7 @@ def test_greedy_matches_python_loop_and_beam_properties(seed):
     np.testing.assert_array_equal(to_np(b_tokens), to_np(tokens))
     np.testing.assert_allclose(to_np(b_scores), to_np(scores), rtol=1e-5)
     np.testing.assert_array_equal(to_np(b_lengths), to_np(lengths))
-    _, wide, _ = beam_search(
-        step, states, start_token=1, end_token=END, max_length=6, beam_width=4
-    )
+    _, wide, _ = beam_search(step, states, start_token=1, end_token=END, max_length=6, beam_width=4)
     assert np.all(to_np(wide) >= to_np(scores) - 1e-5)
 
 
@@ -127,9 +121,7 @@ def test_length_penalty_runs_and_errors():
     with pytest.raises(ValueError, match="Received: max_length=0"):
         greedy_decode(step, states, start_token=1, end_token=END, max_length=0)
     with pytest.raises(ValueError, match="Received: beam_width=0"):
-        beam_search(
-            step, states, start_token=1, end_token=END, max_length=3, beam_width=0
-        )
+        beam_search(step, states, start_token=1, end_token=END, max_length=3, beam_width=0)
     with pytest.raises(ValueError, match="Received: length_penalty=-1"):
         beam_search(
             step,

@@ -60,14 +60,10 @@ def test_unsupported_explicit_choice_is_an_error(
     impl, return_weights, dropout_active, score, match
 ):
     with pytest.raises(ValueError, match=match):
-        dispatch.choose(
-            _problem(8, 8, score=score), impl, return_weights, dropout_active
-        )
+        dispatch.choose(_problem(8, 8, score=score), impl, return_weights, dropout_active)
 
 
-@pytest.mark.parametrize(
-    "kwargs", ({}, {"causal": True}, {"window": 40, "causal": True})
-)
+@pytest.mark.parametrize("kwargs", ({}, {"causal": True}, {"window": 40, "causal": True}))
 def test_auto_equals_naive_above_the_threshold(kwargs, rng):
     # Large enough that auto leaves the naive path on every backend.
     n = 1040

@@ -50,9 +50,7 @@ def test_inference_is_deterministic_argmax():
     np.testing.assert_array_equal(to_numpy(a), to_numpy(a2))
     best = np.einsum("bqd,bkd->bqk", q, v).argmax(-1)
     np.testing.assert_array_equal(to_numpy(a), np.eye(TV)[best])
-    np.testing.assert_allclose(
-        to_numpy(out), np.take_along_axis(v, best[..., None], 1), atol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(out), np.take_along_axis(v, best[..., None], 1), atol=1e-6)
 
 
 def test_gumbel_training_is_one_hot_seeded_and_noisy():
@@ -83,9 +81,7 @@ def test_gumbel_gradients_are_soft_nonzero_and_finite():
     target = keras.ops.convert_to_tensor(
         np.random.default_rng(1).normal(size=(B, TQ, D)).astype("float32")
     )
-    grads = _gradients(
-        layer, lambda: keras.ops.sum((layer([q, v], training=True) - target) ** 2)
-    )
+    grads = _gradients(layer, lambda: keras.ops.sum((layer([q, v], training=True) - target) ** 2))
     g = grads["kernel"]
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
 
@@ -97,9 +93,7 @@ def test_topk_keeps_k_renormalised_and_has_gradients():
     a = to_numpy(a)
     np.testing.assert_array_equal((a > 0).sum(-1), 3)
     np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-6)
-    scores = np.einsum("bqd,de,bke->bqk", q, to_numpy(layer.kernel), v).astype(
-        np.float64
-    )
+    scores = np.einsum("bqd,de,bke->bqk", q, to_numpy(layer.kernel), v).astype(np.float64)
     top = np.argsort(-scores, -1)[..., :3]
     keep = np.zeros_like(scores, bool)
     np.put_along_axis(keep, top, True, -1)

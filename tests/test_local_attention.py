@@ -79,17 +79,13 @@ def test_local_p_matches_reference_and_is_zero_outside_window():
     layer = LocalAttention(window=2, mode="local-p", position_units=4)
     layer([q, v])
     rng = np.random.default_rng(3)
-    layer.set_weights(
-        [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
-    )
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
     w = {x.name: to_numpy(x).astype(np.float64) for x in layer.weights}
     out, a = layer([q, v], mask=[None, value_mask], return_attention_scores=True)
     lengths = value_mask.sum(-1)[:, None]
     logit = np.tanh(q.astype(np.float64) @ w["position_kernel"]) @ w["position_vector"]
     positions = lengths / (1 + np.exp(-logit))  # S · sigmoid(v_pᵀ tanh(W_p h_t))
-    ref_out, ref_a = reference_local(
-        q, v, w["kernel"], positions, 2, 1.0, value_mask[:, None, :]
-    )
+    ref_out, ref_a = reference_local(q, v, w["kernel"], positions, 2, 1.0, value_mask[:, None, :])
     np.testing.assert_allclose(to_numpy(a), ref_a, atol=1e-5)
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=1e-5)
     outside = np.abs(np.arange(TV)[None, None, :] - positions[:, :, None]) > 2
@@ -132,9 +128,7 @@ def _gradients(layer, loss_fn):
         import jax
 
         def stateless(values):
-            with keras.StatelessScope(
-                state_mapping=list(zip(variables, values, strict=True))
-            ):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
                 return loss_fn()
 
         grads = jax.grad(stateless)([v.value for v in variables])

@@ -37,9 +37,7 @@ def test_cell_matches_float64_and_stepping(cumulative):
     memory = rng.normal(size=(2, 6, 4)).astype("float32")
     targets = rng.normal(size=(2, 4, 3)).astype("float32")
     mask = np.arange(6)[None] < np.array([[6], [4]])
-    mech = LocationSensitiveAttention(
-        5, filters=2, kernel_size=3, cumulative=cumulative
-    )
+    mech = LocationSensitiveAttention(5, filters=2, kernel_size=3, cumulative=cumulative)
     cell = AttentionRNNCell(keras.layers.SimpleRNNCell(4), mech, alignment_history=True)
     state = cell.get_initial_state(memory=memory, memory_mask=mask)
     out = keras.layers.RNN(cell, return_sequences=True)(targets, initial_state=state)

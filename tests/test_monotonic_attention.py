@@ -42,9 +42,7 @@ def test_hand_computed_expected_step():
     # α_0 = [1, 0, 0], p = [0.5, 0.5, 1]: q = [1, 0.5, 0.25], α = [0.5, 0.25, 0.25].
     p = np.array([[0.5, 0.5, 1.0]], "float32")
     prev = np.array([[1.0, 0.0, 0.0]], "float32")
-    np.testing.assert_allclose(
-        to_np(alignment.monotonic_recursive(p, prev)), [[0.5, 0.25, 0.25]]
-    )
+    np.testing.assert_allclose(to_np(alignment.monotonic_recursive(p, prev)), [[0.5, 0.25, 0.25]])
     np.testing.assert_allclose(
         to_np(alignment.monotonic_parallel(p, prev)), [[0.5, 0.25, 0.25]], atol=1e-7
     )
@@ -91,9 +89,7 @@ def test_cell_modes(score):
     assert np.all(rec.sum(-1) <= 1 + 1e-6) and np.all(rec >= 0)
     assert np.all(rec[1, :, 4:] == 0)  # padded memory never attended
     _, hard, _ = _run("hard", score)
-    positions = np.where(
-        hard.sum(-1) > 0, hard.argmax(-1), 10**6
-    )  # gone = past the end
+    positions = np.where(hard.sum(-1) > 0, hard.argmax(-1), 10**6)  # gone = past the end
     assert np.all(np.isin(hard, [0.0, 1.0]))
     assert np.all(np.diff(positions, axis=-1) >= 0)  # never moves backwards
 

@@ -36,9 +36,7 @@ def _masks():
 def _paired(q, v, **kwargs):
     """attnkit and Keras layers with the same (random, non-zero bias) weights."""
     theirs = keras.layers.MultiHeadAttention(**kwargs)
-    theirs(
-        q, v, return_attention_scores=True
-    )  # the scores path works for every value_dim
+    theirs(q, v, return_attention_scores=True)  # the scores path works for every value_dim
     rng = np.random.default_rng(5)
     theirs.set_weights(
         [rng.normal(size=w.shape).astype("float32") * 0.5 for w in theirs.get_weights()]
@@ -60,10 +58,7 @@ def _reference_mha(layer, q, v, mask=None, causal=False, window=None):
     out, weights = reference_attention(
         qh, kh, vh, score="scaled_dot", mask=mask, causal=causal, window=window
     )
-    out = (
-        np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"])
-        + w["attention_output/bias"]
-    )
+    out = np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"]) + w["attention_output/bias"]
     return out, weights
 
 
@@ -101,8 +96,7 @@ def test_contract(kwargs, shapes, scores_shape):
         kwargs,
         shapes,
         list_input="unpack",
-        expected_output_shape=shapes[0][:-1]
-        + (kwargs.get("output_shape") or shapes[0][-1],),
+        expected_output_shape=shapes[0][:-1] + (kwargs.get("output_shape") or shapes[0][-1],),
         expected_scores_shape=scores_shape,
         mask_input=0,
         # fit and mixed precision do not depend on the axes; the other cases run them.
@@ -167,9 +161,7 @@ def test_parity_with_keras(layer_id, masking):
     fast = to_numpy(ours(q, v, **ours_call))
     np.testing.assert_allclose(fast, to_numpy(out), atol=ATOL)
     if kwargs.get("value_dim") is None or keras.backend.backend() != "jax":
-        np.testing.assert_allclose(
-            fast[valid], to_numpy(theirs(q, v, **call))[valid], atol=ATOL
-        )
+        np.testing.assert_allclose(fast[valid], to_numpy(theirs(q, v, **call))[valid], atol=ATOL)
 
 
 @pytest.mark.parametrize(
@@ -271,9 +263,7 @@ def test_gqa_matches_reference(kv_heads):
 def test_implementations_agree(implementation):
     q, v = _data()
     _, value_mask = _masks()
-    base = MultiHeadAttention(
-        num_heads=4, key_dim=2, value_dim=3, num_key_value_heads=2
-    )
+    base = MultiHeadAttention(num_heads=4, key_dim=2, value_dim=3, num_key_value_heads=2)
     other = MultiHeadAttention(
         num_heads=4,
         key_dim=2,
@@ -317,9 +307,7 @@ def test_cached_decoding_equals_causal_call(kv_heads, window):
         steps.append(to_numpy(out))
     np.testing.assert_allclose(np.concatenate(steps, 1), to_numpy(full), atol=ATOL)
     # The cache now holds the projected keys and values of the whole sequence.
-    np.testing.assert_allclose(
-        to_numpy(cache)[:, 0], to_numpy(layer.key_dense(x)), atol=1e-6
-    )
+    np.testing.assert_allclose(to_numpy(cache)[:, 0], to_numpy(layer.key_dense(x)), atol=1e-6)
 
 
 def test_prefill_then_decode():
@@ -332,12 +320,8 @@ def test_prefill_then_decode():
     )
     np.testing.assert_allclose(to_numpy(prefix), full[:, :4], atol=ATOL)
     for t in (4, 5):
-        index = keras.ops.convert_to_tensor(
-            t, dtype="int32"
-        )  # a traced index in a generate loop
-        step, cache = layer(
-            x[:, t : t + 1], x[:, t : t + 1], cache=cache, cache_update_index=index
-        )
+        index = keras.ops.convert_to_tensor(t, dtype="int32")  # a traced index in a generate loop
+        step, cache = layer(x[:, t : t + 1], x[:, t : t + 1], cache=cache, cache_update_index=index)
         np.testing.assert_allclose(to_numpy(step), full[:, t : t + 1], atol=ATOL)
     # Without an index the cache is used as it is: the last query sees every position.
     whole, same_cache = layer(x[:, 5:], x[:, 5:], cache=cache)
@@ -381,9 +365,7 @@ def test_implicit_masks_equal_explicit_masks():
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
     q_emb, v_emb = embedding(q_ids), embedding(v_ids)
     implicit, implicit_scores = layer(q_emb, v_emb, return_attention_scores=True)
-    plain_q, plain_v = (
-        keras.ops.convert_to_tensor(to_numpy(x)) for x in (q_emb, v_emb)
-    )
+    plain_q, plain_v = (keras.ops.convert_to_tensor(to_numpy(x)) for x in (q_emb, v_emb))
     explicit, explicit_scores = layer(
         plain_q,
         plain_v,
@@ -392,9 +374,7 @@ def test_implicit_masks_equal_explicit_masks():
         return_attention_scores=True,
     )
     np.testing.assert_allclose(to_numpy(implicit), to_numpy(explicit), atol=1e-7)
-    np.testing.assert_allclose(
-        to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7
-    )
+    np.testing.assert_allclose(to_numpy(implicit_scores), to_numpy(explicit_scores), atol=1e-7)
     assert not np.allclose(to_numpy(layer(plain_q, plain_v)), to_numpy(explicit))
     # Rows sum to 1, padded query rows to 0.
     rows = to_numpy(explicit_scores).sum(-1)
@@ -408,15 +388,11 @@ def test_fully_masked_rows_are_zero_not_nan():
     attention_mask = np.ones((B, TQ, TV), bool)
     attention_mask[0, 1] = False
     layer = MultiHeadAttention(num_heads=2, key_dim=4, use_bias=False)
-    out, scores = layer(
-        q, v, attention_mask=attention_mask, return_attention_scores=True
-    )
+    out, scores = layer(q, v, attention_mask=attention_mask, return_attention_scores=True)
     out, scores = to_numpy(out), to_numpy(scores)
     assert np.all(np.isfinite(out)) and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(scores[0, :, 1], 0.0)
-    np.testing.assert_array_equal(
-        out[0, 1], 0.0
-    )  # no bias: zero attention output stays 0
+    np.testing.assert_array_equal(out[0, 1], 0.0)  # no bias: zero attention output stays 0
 
 
 def test_query_mask_passes_on_to_the_output():
@@ -437,9 +413,7 @@ def test_query_mask_passes_on_to_the_output():
 def test_regression_symbolic_scores_use_key_length():
     # Keras gives (None, 2, 3, 3): Tq where Tv belongs.
     layer = MultiHeadAttention(num_heads=2, key_dim=4)
-    _, scores = layer(
-        keras.Input((3, D)), keras.Input((7, D)), return_attention_scores=True
-    )
+    _, scores = layer(keras.Input((3, D)), keras.Input((7, D)), return_attention_scores=True)
     assert tuple(scores.shape) == (None, 2, 3, 7)
     q, v = _data(tq=3, tv=7)
     _, eager = layer(q, v, return_attention_scores=True)
@@ -449,9 +423,7 @@ def test_regression_symbolic_scores_use_key_length():
 def test_regression_symbolic_scores_with_attention_axes():
     # Keras gives (None, 2, 3, 3); the eager scores are (B, 5, 2, 3, 7).
     layer = MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=(1,))
-    _, scores = layer(
-        keras.Input((3, 5, D)), keras.Input((7, 5, D)), return_attention_scores=True
-    )
+    _, scores = layer(keras.Input((3, 5, D)), keras.Input((7, 5, D)), return_attention_scores=True)
     assert tuple(scores.shape) == (None, 5, 2, 3, 7)
     rng = np.random.default_rng(0)
     q, v = (
@@ -475,12 +447,8 @@ def test_regression_explicit_query_mask_is_used():
     assert not np.allclose(unmasked[0, :, 3], 0.0)
     np.testing.assert_allclose(masked[1], unmasked[1], atol=1e-7)
     # An explicit mask wins over the tensor's Keras mask.
-    embedded = keras.layers.Embedding(10, D, mask_zero=True)(
-        np.array([[1, 2, 3, 4], [1, 2, 3, 4]])
-    )
-    _, overridden = layer(
-        embedded, embedded, query_mask=query_mask, return_attention_scores=True
-    )
+    embedded = keras.layers.Embedding(10, D, mask_zero=True)(np.array([[1, 2, 3, 4], [1, 2, 3, 4]]))
+    _, overridden = layer(embedded, embedded, query_mask=query_mask, return_attention_scores=True)
     np.testing.assert_array_equal(to_numpy(overridden)[0, :, 3], 0.0)
 
 
@@ -581,9 +549,7 @@ def test_call_errors():
     with pytest.raises(ValueError, match="Received: value_shape="):
         MultiHeadAttention(num_heads=2, key_dim=4)(q, v, v[:, :3])
     with pytest.raises(ValueError, match=r"Received: attention_mask.shape=\(6,\)"):
-        MultiHeadAttention(num_heads=2, key_dim=4)(
-            q, v, attention_mask=np.ones((TV,), bool)
-        )
+        MultiHeadAttention(num_heads=2, key_dim=4)(q, v, attention_mask=np.ones((TV,), bool))
 
 
 def test_dropout_only_in_training():
@@ -597,9 +563,7 @@ def test_dropout_only_in_training():
 def test_flash_attention_false_avoids_the_fused_kernel():
     q, v = _data()
     base = MultiHeadAttention(num_heads=4, key_dim=2, num_key_value_heads=2)
-    plain = MultiHeadAttention(
-        num_heads=4, key_dim=2, num_key_value_heads=2, flash_attention=False
-    )
+    plain = MultiHeadAttention(num_heads=4, key_dim=2, num_key_value_heads=2, flash_attention=False)
     base(q, v)
     plain(q, v)
     plain.set_weights(base.get_weights())

@@ -79,7 +79,9 @@ def test_fused_matches_reference(layout, masking, rng):
 def test_scores_and_weights_match_reference(score, impl, rng):
     q, k, v = make_inputs("gqa", "different", rng)
     expected, expected_w = reference_attention(q, k, v, score=score, causal=True, scale=None)
-    out = attention(q, k, v, score=score, causal=True, implementation=impl, block_size=block_size(impl))
+    out = attention(
+        q, k, v, score=score, causal=True, implementation=impl, block_size=block_size(impl)
+    )
     np.testing.assert_allclose(to_numpy(out), expected, rtol=0, atol=1e-5)
     w = attention_weights(q, k, score=score, causal=True)
     assert tuple(w.shape) == (B, H, TQ, 19)
@@ -142,9 +144,11 @@ def test_bottom_right_causal_lets_last_query_see_whole_cache(rng):
 def _grad_of(impl, q, k, v, kwargs, bs=None):
     """Gradients of sum(attention(...) * g) wrt q, k, v on the current backend."""
     backend = keras.backend.backend()
-    g = np.linspace(-1, 1, num=int(np.prod(q.shape[:-1])) * v.shape[-1]).reshape(
-        q.shape[:-1] + (v.shape[-1],)
-    ).astype("float32")
+    g = (
+        np.linspace(-1, 1, num=int(np.prod(q.shape[:-1])) * v.shape[-1])
+        .reshape(q.shape[:-1] + (v.shape[-1],))
+        .astype("float32")
+    )
 
     def loss(q, k, v):
         out = attention(q, k, v, implementation=impl, block_size=bs, **kwargs)
@@ -232,7 +236,9 @@ def test_large_logits_stay_finite(rng):
     bias = np.full((B, TQ, TV), 1e4, dtype="float32")
     bias[:, :, 0] = -1e4
     for impl in IMPLS:
-        out = to_numpy(attention(q * 1e3, k, v, bias=bias, implementation=impl, block_size=block_size(impl)))
+        out = to_numpy(
+            attention(q * 1e3, k, v, bias=bias, implementation=impl, block_size=block_size(impl))
+        )
         assert np.all(np.isfinite(out)), impl
 
 
@@ -241,6 +247,8 @@ def test_large_logits_stay_finite(rng):
 def test_value_head_size_may_differ_from_key(dv, impl, rng):
     q, k, v = make_inputs("gqa", "different", rng, dv=dv)
     expected, _ = reference_attention(q, k, v, causal=True)
-    got = to_numpy(attention(q, k, v, causal=True, implementation=impl, block_size=block_size(impl)))
+    got = to_numpy(
+        attention(q, k, v, causal=True, implementation=impl, block_size=block_size(impl))
+    )
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5)

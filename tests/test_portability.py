@@ -45,7 +45,11 @@ def test_saved_models_load_under_other_backends(target, tmp_path):
         np.savez(tmp_path / f"{name}.npz", **arrays)
     env = dict(os.environ, KERAS_BACKEND=target, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, SCRIPT, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -16,7 +16,8 @@ def _relevant(w):
     # Keras model) are not ours to fix; every other warning counts, Keras'
     # UserWarnings about our layers (dropped masks, unbuilt weights) included.
     internal = any(
-        part in w.filename for part in ("/keras/src/", "/tensorflow/", "/jax/", "/torch/", "/google/")
+        part in w.filename
+        for part in ("/keras/src/", "/tensorflow/", "/jax/", "/torch/", "/google/")
     )
     return not (internal and issubclass(w.category, (DeprecationWarning, FutureWarning)))
 
@@ -35,7 +36,11 @@ def test_layer_is_quiet(name, capsys, tmp_path):
             model.fit(x, keras.ops.zeros_like(first), epochs=1, verbose=0)
         model.save(tmp_path / "m.keras")
         keras.saving.load_model(tmp_path / "m.keras")
-    relevant = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught if _relevant(w)]
+    relevant = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if _relevant(w)
+    ]
     assert not relevant, relevant
     printed = capsys.readouterr()
     assert printed.out == "", printed.out

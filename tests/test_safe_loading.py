@@ -31,7 +31,9 @@ def _rewrite_config(path, out_path, edit):
 
 
 def _layer_config(config, name="att"):
-    return next(layer for layer in config["config"]["layers"] if layer["config"].get("name") == name)
+    return next(
+        layer for layer in config["config"]["layers"] if layer["config"].get("name") == name
+    )
 
 
 def test_config_is_plain_data_and_reloads_in_safe_mode(tmp_path):

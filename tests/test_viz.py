@@ -91,9 +91,7 @@ def test_plot_alignments_one_panel_per_head_on_a_shared_scale():
         np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), expected)
         assert ax.images[0].get_clim() == (w.min(), w.max())
     assert fig.get_suptitle() == "heads"
-    assert (
-        sum(ax.get_visible() and ax.axison for ax in fig.axes if not ax.images) == 1
-    )  # colorbar
+    assert sum(ax.get_visible() and ax.axison for ax in fig.axes if not ax.images) == 1  # colorbar
 
 
 @pytest.mark.parametrize(
@@ -190,9 +188,7 @@ def test_plot_image_attention_errors(kwargs, match):
 def test_plot_sequence_attention_curves_and_marked_positions():
     w = _weights((2, 30))
     values = np.linspace(-1, 1, 60).reshape(2, 30)
-    fig = plot_sequence_attention(
-        w, highlight=[[3, 20], [5, 11]], values=values, titles=["a", "b"]
-    )
+    fig = plot_sequence_attention(w, highlight=[[3, 20], [5, 11]], values=values, titles=["a", "b"])
     panels = [ax for ax in fig.axes if ax.get_ylabel() == "attention"]
     assert len(panels) == 2
     for ax, row, marks in zip(panels, w, [[3, 20], [5, 11]], strict=True):

@@ -66,9 +66,7 @@ def add_arguments(parser):
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument(
-        "--kv-heads", type=int, default=None, help="grouped-query K/V heads"
-    )
+    parser.add_argument("--kv-heads", type=int, default=None, help="grouped-query K/V heads")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument(
         "--repeats",
@@ -118,9 +116,7 @@ def _configs(args, backend):
     impls = list(IMPLS) if args.impls == ["all"] else args.impls
     for name in impls:
         if name not in IMPLS:
-            raise SystemExit(
-                f"attnkit bench: unknown implementation {name!r}; choose from {IMPLS}"
-            )
+            raise SystemExit(f"attnkit bench: unknown implementation {name!r}; choose from {IMPLS}")
     causal = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
     for pass_ in args.passes:
         for c in causal:
@@ -147,17 +143,13 @@ def _run_child(cfg, timeout):
     env = {**os.environ, "KERAS_BACKEND": cfg["backend"], "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "attnkit.cli.bench", "--child", json.dumps(cfg)]
     try:
-        proc = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {**cfg, "status": "fails", "error": f"timeout after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             return {**cfg, **json.loads(line)}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [
-        f"exit {proc.returncode}"
-    ]
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
     if proc.returncode < 0:
         tail = [f"killed by signal {-proc.returncode} (out of memory?)"]
     return {**cfg, "status": "fails", "error": tail[0][:200]}
@@ -166,9 +158,7 @@ def _run_child(cfg, timeout):
 def _fmt_row(r):
     if r["status"] != "ok":
         return "fails"
-    return (
-        f"{r['median_ms']:.1f} ms ({r['peak_rss_gib']:.2f} GiB, {r['gflops']:.0f} GF/s)"
-    )
+    return f"{r['median_ms']:.1f} ms ({r['peak_rss_gib']:.2f} GiB, {r['gflops']:.0f} GF/s)"
 
 
 def _table(results):
@@ -179,9 +169,7 @@ def _table(results):
         key = (r["backend"], r["pass"], r["causal"], r["impl"])
         if key not in keys:
             keys.append(key)
-    header = (
-        "| backend | pass | causal | impl | " + " | ".join(f"N={n}" for n in ns) + " |"
-    )
+    header = "| backend | pass | causal | impl | " + " | ".join(f"N={n}" for n in ns) + " |"
     lines += [header, "|" + "---|" * (4 + len(ns))]
     for key in keys:
         cells = []
@@ -189,14 +177,11 @@ def _table(results):
             match = [
                 r
                 for r in results
-                if (r["backend"], r["pass"], r["causal"], r["impl"]) == key
-                and r["n"] == n
+                if (r["backend"], r["pass"], r["causal"], r["impl"]) == key and r["n"] == n
             ]
             cells.append(_fmt_row(match[0]) if match else "")
         b, p, c, i = key
-        lines.append(
-            f"| {b} | {p} | {'yes' if c else 'no'} | {i} | " + " | ".join(cells) + " |"
-        )
+        lines.append(f"| {b} | {p} | {'yes' if c else 'no'} | {i} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -238,9 +223,7 @@ def run(args):
             if r["status"] == "ok":
                 r["gflops"] = flops(r) / (r["median_ms"] * 1e6)
             results.append(r)
-            status = (
-                _fmt_row(r) if r["status"] == "ok" else f"fails: {r.get('error', '')}"
-            )
+            status = _fmt_row(r) if r["status"] == "ok" else f"fails: {r.get('error', '')}"
             print(
                 f"  {backend:<10} {cfg['impl']:<9} {cfg['pass']:<7} "
                 f"{'causal' if cfg['causal'] else '      '} N={cfg['n']:<6} {status}",
@@ -289,9 +272,7 @@ def _function(cfg):
         if impl in ("auto", "naive", "chunked", "fused"):
             from attnkit.ops import attention
 
-            return attention(
-                q, k, v, causal=causal, implementation=impl, block_size=block
-            )
+            return attention(q, k, v, causal=causal, implementation=impl, block_size=block)
         if impl == "keras-dpa":
             return ops.dot_product_attention(q, k, v, is_causal=causal)
         if impl == "keras-mha":

@@ -68,8 +68,7 @@ def add_backend_argument(parser):
         parser.add_argument(
             "--backend",
             choices=BACKENDS,
-            help="Keras backend to run on "
-            "(default: $KERAS_BACKEND, else attnkit's default)",
+            help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
         )
     except argparse.ArgumentError:  # the subcommand's module added its own
         pass
@@ -142,9 +141,7 @@ def _add_module_command(sub, name, module_name, help_text, selected, command):
         module = importlib.import_module(module_name)
     except ImportError as error:
         parser.description = f"{help_text} (not available yet)"
-        parser.set_defaults(
-            func=_unavailable(command, module_name, error), accepts_any=True
-        )
+        parser.set_defaults(func=_unavailable(command, module_name, error), accepts_any=True)
         return parser
     module.add_arguments(parser)
     add_backend_argument(parser)
@@ -157,9 +154,7 @@ def build_parser(argv=()):
     argv = list(argv)
     parser = argparse.ArgumentParser(
         prog="attnkit",
-        description=(
-            "attnkit: attention layers for Keras 3 on JAX, PyTorch and TensorFlow."
-        ),
+        description=("attnkit: attention layers for Keras 3 on JAX, PyTorch and TensorFlow."),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -175,9 +170,7 @@ def build_parser(argv=()):
     demos = demo.add_subparsers(dest="demo", required=True, metavar="DEMO")
     chosen = argv[1] if len(argv) > 1 and argv[0] == "demo" else None
     for name, (module_name, help_text) in DEMOS.items():
-        _add_module_command(
-            demos, name, module_name, help_text, name == chosen, f"demo {name}"
-        )
+        _add_module_command(demos, name, module_name, help_text, name == chosen, f"demo {name}")
 
     _add_module_command(
         sub,
@@ -198,9 +191,7 @@ def main(argv=None):
     if requested in BACKENDS and running is not None and requested != running:
         if from_console and not os.environ.get(_REEXEC_FLAG):
             env = {**os.environ, "KERAS_BACKEND": requested, _REEXEC_FLAG: "1"}
-            return subprocess.call(
-                [sys.executable, "-m", "attnkit.cli.main", *argv], env=env
-            )
+            return subprocess.call([sys.executable, "-m", "attnkit.cli.main", *argv], env=env)
         print(
             f"attnkit: --backend {requested} was asked for, but Keras already runs on "
             f"{running} in this process; set KERAS_BACKEND={requested} before "

@@ -49,8 +49,7 @@ UNK = "<unk>"
 GO = "<go>"
 
 _MONTHS = (
-    "january february march april may june july august september october "
-    "november december"
+    "january february march april may june july august september october november december"
 ).split()
 _MONTHS_ABBR = [m[:3] for m in _MONTHS]
 _WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
@@ -92,9 +91,7 @@ HUMAN_VOCAB = {
     )
 }
 # Target characters; the decoder's input also has a start token after them.
-MACHINE_VOCAB = {
-    token: i for i, token in enumerate([str(d) for d in range(10)] + ["-"])
-}
+MACHINE_VOCAB = {token: i for i, token in enumerate([str(d) for d in range(10)] + ["-"])}
 INV_MACHINE_VOCAB = {i: token for token, i in MACHINE_VOCAB.items()}
 GO_ID = len(MACHINE_VOCAB)  # 11: the decoder's first input
 

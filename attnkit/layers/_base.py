@@ -25,14 +25,8 @@ def check_positive_int(value, name, allow_none=False):
 
 
 def check_rate(value, name="dropout"):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
-        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
     return float(value)
 
 
@@ -71,13 +65,9 @@ def padding_mask(query_mask, key_masks, heads_axis=False):
     result = []
     if query_mask is not None:
         query_mask = ops.cast(query_mask, "bool")
-        result.append(
-            query_mask[(slice(None),) + pad + (slice(None), None)]
-        )  # (B, .., Tq, 1)
+        result.append(query_mask[(slice(None),) + pad + (slice(None), None)])  # (B, .., Tq, 1)
     for mask in key_masks:
         if mask is not None:
             mask = ops.cast(mask, "bool")
-            result.append(
-                mask[(slice(None),) + pad + (None, slice(None))]
-            )  # (B, .., 1, Tv)
+            result.append(mask[(slice(None),) + pad + (None, slice(None))])  # (B, .., 1, Tv)
     return masks_lib.combine_masks(*result)

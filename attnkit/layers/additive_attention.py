@@ -196,9 +196,7 @@ class AdditiveAttention(Attention):
 
     def _scores(self, query, key):
         if self.units is not None:
-            query = ops.matmul(
-                query, ops.cast(self.query_kernel, query.dtype)
-            )  # (B, Tq, n)
+            query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (B, Tq, n)
             key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, n)
             if self.bias is not None:
                 query = query + ops.cast(self.bias, query.dtype)

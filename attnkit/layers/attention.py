@@ -18,9 +18,7 @@ SCORE_MODES = ("dot", "scaled_dot", "general", "cosine", "concat")
 
 def _l2_normalize(x, eps=1e-12):
     # sqrt(sum x²) clipped away from 0 so a zero vector scores 0, not NaN.
-    return x / ops.sqrt(
-        ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps)
-    )
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -128,15 +126,12 @@ class Attention(keras.layers.Layer):
         self.use_scale = _base.check_bool(use_scale, "use_scale")
         if score_mode not in SCORE_MODES:
             raise ValueError(
-                f"`score_mode` must be one of {SCORE_MODES}. "
-                f"Received: score_mode={score_mode!r}"
+                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
             )
         self.score_mode = score_mode
         self.dropout = _base.check_rate(dropout)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
         self.sliding_window = _base.check_positive_int(
             sliding_window, "sliding_window", allow_none=True
@@ -150,9 +145,7 @@ class Attention(keras.layers.Layer):
                 stacklevel=2,
             )
         self.causal = bool(causal)
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if self.dropout > 0 else None
-        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout > 0 else None
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -215,9 +208,7 @@ class Attention(keras.layers.Layer):
             causal=bool(use_causal_mask or self.causal),
             window=self.sliding_window,
         )
-        full_mask = combine_masks(
-            pad, None if window_mask is None else window_mask[None]
-        )
+        full_mask = combine_masks(pad, None if window_mask is None else window_mask[None])
 
         q3, k3, score = self._scores(q3, k3)
         dropout_active = bool(training) and self.dropout > 0
@@ -237,14 +228,10 @@ class Attention(keras.layers.Layer):
         )
         if return_attention_scores:
             out, weights = result
-            out = ops.reshape(
-                out, (*batch_shape, tq, ops.shape(v3)[-1])
-            )  # (..., Tq, Dv)
+            out = ops.reshape(out, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
             weights = ops.reshape(weights, (*batch_shape, tq, tv))  # (..., Tq, Tv)
             return out, weights
-        return ops.reshape(
-            result, (*batch_shape, tq, ops.shape(v3)[-1])
-        )  # (..., Tq, Dv)
+        return ops.reshape(result, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
 
     def _scores(self, query, key):
         """The (query, key, score) handed to the core; the scale is folded in.
@@ -370,6 +357,4 @@ class Attention(keras.layers.Layer):
 
 
 def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(
-        d is None or isinstance(d, int) for d in x
-    )
+    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)

@@ -118,9 +118,7 @@ class AttentionPooling(keras.layers.Layer):
             _base.check_positive_int(attention_dim, "attention_dim")
             units = attention_dim
         if score not in SCORES:
-            raise ValueError(
-                f"`score` must be one of {SCORES}. Received: score={score!r}"
-            )
+            raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
         self.units = _base.check_positive_int(units, "units", allow_none=True)
         if score == "feedforward" and units is not None:
             raise ValueError(
@@ -132,16 +130,12 @@ class AttentionPooling(keras.layers.Layer):
         self.use_bias = _base.check_bool(use_bias, "use_bias")
         self.dropout = _base.check_rate(dropout)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.context_initializer = keras.initializers.get(context_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if self.dropout > 0 else None
-        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout > 0 else None
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -195,9 +189,7 @@ class AttentionPooling(keras.layers.Layer):
         kernel = ops.cast(self.kernel, dtype)
         bias = None if self.bias is None else ops.cast(self.bias, dtype)
         if self.score == "han":
-            scores = pooling.han_scores(
-                inputs, kernel, ops.cast(self.context, dtype), bias
-            )
+            scores = pooling.han_scores(inputs, kernel, ops.cast(self.context, dtype), bias)
         else:
             scores = pooling.feedforward_scores(inputs, kernel, bias)  # (B, Q, T)
         dropout_active = bool(training) and self.dropout > 0
@@ -223,19 +215,13 @@ class AttentionPooling(keras.layers.Layer):
             return (input_shape[0], input_shape[-1])
         return (input_shape[0], self.num_queries, input_shape[-1])
 
-    def compute_output_spec(
-        self, inputs, mask=None, training=None, return_attention_scores=False
-    ):
+    def compute_output_spec(self, inputs, mask=None, training=None, return_attention_scores=False):
         shape = tuple(inputs.shape)
-        out = keras.KerasTensor(
-            self.compute_output_shape(shape), dtype=self.compute_dtype
-        )
+        out = keras.KerasTensor(self.compute_output_shape(shape), dtype=self.compute_dtype)
         if not return_attention_scores:
             return out
         queries = () if self.num_queries == 1 else (self.num_queries,)
-        weights = keras.KerasTensor(
-            (shape[0], *queries, shape[1]), dtype=self.compute_dtype
-        )
+        weights = keras.KerasTensor((shape[0], *queries, shape[1]), dtype=self.compute_dtype)
         return out, weights
 
     def get_config(self):
@@ -248,8 +234,6 @@ class AttentionPooling(keras.layers.Layer):
             "dropout": self.dropout,
             "seed": self.seed,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "context_initializer": keras.initializers.serialize(
-                self.context_initializer
-            ),
+            "context_initializer": keras.initializers.serialize(self.context_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
         }

@@ -131,9 +131,7 @@ class AttentionRNNCell(keras.layers.Layer):
         self.attention_layer_size = _base.check_positive_int(
             attention_layer_size, "attention_layer_size", allow_none=True
         )
-        self.alignment_history = _base.check_bool(
-            alignment_history, "alignment_history"
-        )
+        self.alignment_history = _base.check_bool(alignment_history, "alignment_history")
         self.output_attention = _base.check_bool(output_attention, "output_attention")
         self.attention_activation = keras.activations.get(attention_activation)
         self.memory_shape = _check_memory_shape(memory_shape)
@@ -203,9 +201,7 @@ class AttentionRNNCell(keras.layers.Layer):
             size += length
         return size
 
-    def get_initial_state(
-        self, batch_size=None, memory=None, memory_mask=None, cell_state=None
-    ):
+    def get_initial_state(self, batch_size=None, memory=None, memory_mask=None, cell_state=None):
         """The first state, carrying `memory` (B, Tv, Dv) and its mask (B, Tv).
 
         Works on eager tensors and on symbolic `keras.Input`s (the state is
@@ -245,14 +241,10 @@ class AttentionRNNCell(keras.layers.Layer):
         else:
             mask = ops.cast(ops.cast(memory_mask, "bool"), dtype)  # (B, Tv)
         if cell_state is None:
-            cell_states = [
-                zero_column * ops.zeros((1, s), dtype) for s in self._cell_state_sizes
-            ]
+            cell_states = [zero_column * ops.zeros((1, s), dtype) for s in self._cell_state_sizes]
         else:
             cell_states = (
-                list(cell_state)
-                if isinstance(cell_state, (list, tuple))
-                else [cell_state]
+                list(cell_state) if isinstance(cell_state, (list, tuple)) else [cell_state]
             )
             if len(cell_states) != len(self._cell_state_sizes):
                 raise ValueError(
@@ -261,19 +253,13 @@ class AttentionRNNCell(keras.layers.Layer):
                 )
             cell_states = [ops.cast(s, dtype) for s in cell_states]
         attention = zero_column * ops.zeros((1, self._attention_size), dtype)  # (B, A)
-        alignment = ops.cast(
-            self.mechanism.initial_alignment(template), dtype
-        )  # (B, Tv)
-        mechanism_states = [
-            ops.cast(s, dtype) for s in self.mechanism.initial_states(template)
-        ]
+        alignment = ops.cast(self.mechanism.initial_alignment(template), dtype)  # (B, Tv)
+        mechanism_states = [ops.cast(s, dtype) for s in self.mechanism.initial_states(template)]
         if length is not None:
             flat = ops.reshape(memory, (-1, length * depth))  # (B, Tv·Dv)
         else:
             flat = ops.reshape(memory, (ops.shape(memory)[0], -1))
-        output = zero_column * ops.zeros(
-            (1, self.output_size), dtype
-        )  # (B, output_size)
+        output = zero_column * ops.zeros((1, self.output_size), dtype)  # (B, output_size)
         return [
             output,
             *cell_states,
@@ -330,12 +316,8 @@ class AttentionRNNCell(keras.layers.Layer):
         memory = ops.reshape(flat, (ops.shape(flat)[0], -1, depth))  # (B, Tv, Dv)
         memory_mask = ops.cast(mask, "bool")  # (B, Tv)
 
-        cell_inputs = ops.concatenate(
-            [inputs, ops.cast(attention, inputs.dtype)], axis=-1
-        )
-        cell_output, new_cell_states = self.cell(
-            cell_inputs, cell_states, training=training
-        )
+        cell_inputs = ops.concatenate([inputs, ops.cast(attention, inputs.dtype)], axis=-1)
+        cell_output, new_cell_states = self.cell(cell_inputs, cell_states, training=training)
         if not isinstance(new_cell_states, (list, tuple)):
             new_cell_states = [new_cell_states]
 
@@ -351,16 +333,12 @@ class AttentionRNNCell(keras.layers.Layer):
         alignment = ops.cast(alignment, memory.dtype)  # (B, Tv)
         context = ops.einsum("bk,bkd->bd", alignment, memory)  # (B, Dv)
         if self.attention_layer is not None:
-            attention = self.attention_layer(
-                ops.concatenate([cell_output, context], axis=-1)
-            )
+            attention = self.attention_layer(ops.concatenate([cell_output, context], axis=-1))
         else:
             attention = context
         output = attention if self.output_attention else cell_output
         if self.alignment_history:
-            output = ops.concatenate(
-                [output, ops.cast(alignment, output.dtype)], axis=-1
-            )
+            output = ops.concatenate([output, ops.cast(alignment, output.dtype)], axis=-1)
         dtype = self.compute_dtype
         new_states = [
             output,
@@ -381,14 +359,10 @@ class AttentionRNNCell(keras.layers.Layer):
             "attention_layer_size": self.attention_layer_size,
             "alignment_history": self.alignment_history,
             "output_attention": self.output_attention,
-            "attention_activation": keras.activations.serialize(
-                self.attention_activation
-            )
+            "attention_activation": keras.activations.serialize(self.attention_activation)
             if self.attention_activation is not None
             else None,
-            "memory_shape": None
-            if self.memory_shape is None
-            else list(self.memory_shape),
+            "memory_shape": None if self.memory_shape is None else list(self.memory_shape),
         }
 
 

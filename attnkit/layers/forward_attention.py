@@ -110,9 +110,7 @@ class ForwardAttention(AttentionMechanism):
         alpha = alignment.forward_attention(energies, previous, mask, move)  # (B, Tv)
         if not self.transition_agent:
             return alpha, []
-        context = ops.einsum(
-            "bk,bkd->bd", ops.cast(alpha, memory.dtype), memory
-        )  # (B, Dv)
+        context = ops.einsum("bk,bkd->bd", ops.cast(alpha, memory.dtype), memory)  # (B, Dv)
         parts = [context, ops.cast(query, context.dtype)]
         if inputs is not None:
             parts.append(ops.cast(inputs, context.dtype))

@@ -108,9 +108,7 @@ class HardAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if method not in METHODS:
-            raise ValueError(
-                f"`method` must be one of {METHODS}. Received: method={method!r}"
-            )
+            raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
         self.method = method
         if (
             isinstance(temperature, bool)
@@ -135,14 +133,10 @@ class HardAttention(keras.layers.Layer):
             )
         self.score_mode = score_mode
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if method == "gumbel" else None
-        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if method == "gumbel" else None
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -200,9 +194,7 @@ class HardAttention(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[0][:-1], input_shape[1][-1])
 
-    def compute_output_spec(
-        self, inputs, mask=None, training=None, return_attention_scores=False
-    ):
+    def compute_output_spec(self, inputs, mask=None, training=None, return_attention_scores=False):
         (b, tq, _), (_, tv, dv) = check_pair("HardAttention", inputs, mask)
         out = keras.KerasTensor((b, tq, dv), dtype=self.compute_dtype)
         if return_attention_scores:

@@ -40,9 +40,7 @@ def check_pair(layer_name, inputs, mask=None):
 
 
 def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(
-        d is None or isinstance(d, int) for d in x
-    )
+    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -237,9 +235,7 @@ class LocalAttention(keras.layers.Layer):
             return local.monotonic_positions(tq, tv, dtype)  # (Tq,)
         length = tv
         if value_mask is not None:
-            length = ops.sum(
-                ops.cast(value_mask, dtype), axis=-1, keepdims=True
-            )  # (B, 1)
+            length = ops.sum(ops.cast(value_mask, dtype), axis=-1, keepdims=True)  # (B, 1)
         return local.predictive_positions(
             ops.cast(query, dtype),
             ops.cast(self.position_kernel, dtype),

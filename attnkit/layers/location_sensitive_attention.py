@@ -113,9 +113,7 @@ class LocationSensitiveAttention(AttentionMechanism):
     def step(self, query, memory, mask, previous, states, inputs=None, training=None):
         source = states[0] if self.cumulative else previous  # (B, Tv)
         source = ops.cast(source, memory.dtype)
-        features = alignment.location_features(
-            source, self.location_filters
-        )  # (B, Tv, F)
+        features = alignment.location_features(source, self.location_filters)  # (B, Tv, F)
         location = ops.matmul(
             features, ops.cast(self.location_kernel, features.dtype)
         )  # (B, Tv, U)

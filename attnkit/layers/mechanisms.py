@@ -95,8 +95,7 @@ class AttentionMechanism(keras.layers.Layer):
                 keep = ops.cast(query_mask[:, i : i + 1], "bool")  # (B, 1)
                 alignment = ops.where(keep, alignment, ops.zeros_like(alignment))
                 new_states = [
-                    ops.where(keep, n, s)
-                    for n, s in zip(new_states, states, strict=True)
+                    ops.where(keep, n, s) for n, s in zip(new_states, states, strict=True)
                 ]
                 previous = ops.where(keep, alignment, previous)
             else:
@@ -104,9 +103,7 @@ class AttentionMechanism(keras.layers.Layer):
             states = new_states
             alignments.append(alignment)
         scores = ops.stack(alignments, axis=1)  # (B, Tq, Tv)
-        output = ops.einsum(
-            "bqk,bkd->bqd", ops.cast(scores, value.dtype), value
-        )  # (B, Tq, Dv)
+        output = ops.einsum("bqk,bkd->bqd", ops.cast(scores, value.dtype), value)  # (B, Tq, Dv)
         if return_attention_scores:
             return output, ops.cast(scores, self.compute_dtype)
         return output
@@ -132,9 +129,7 @@ class AttentionMechanism(keras.layers.Layer):
 
     # -- shared scoring -----------------------------------------------------
 
-    def _build_luong(
-        self, query_dim, memory_dim, score_mode, use_scale, scale_init=1.0
-    ):
+    def _build_luong(self, query_dim, memory_dim, score_mode, use_scale, scale_init=1.0):
         self.memory_kernel = None
         if score_mode == "general":
             self.memory_kernel = self.add_weight(
@@ -161,9 +156,7 @@ class AttentionMechanism(keras.layers.Layer):
     def _luong_energies(self, query, memory, score_mode):
         keys = memory  # (B, Tv, Dv)
         if self.memory_kernel is not None:
-            keys = ops.matmul(
-                memory, ops.cast(self.memory_kernel, memory.dtype)
-            )  # (B, Tv, Dq)
+            keys = ops.matmul(memory, ops.cast(self.memory_kernel, memory.dtype))  # (B, Tv, Dq)
         energies = _row(dot_score(_grouped(query[:, None, :]), _keys(keys)))  # (B, Tv)
         if score_mode == "scaled_dot":
             energies = energies / math.sqrt(query.shape[-1])
@@ -207,18 +200,12 @@ class AttentionMechanism(keras.layers.Layer):
         q = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (B, U)
         if self.attention_b is not None:
             q = q + ops.cast(self.attention_b, q.dtype)
-        keys = ops.matmul(
-            memory, ops.cast(self.memory_kernel, memory.dtype)
-        )  # (B, Tv, U)
+        keys = ops.matmul(memory, ops.cast(self.memory_kernel, memory.dtype))  # (B, Tv, U)
         if extra_keys is not None:
             keys = keys + ops.cast(extra_keys, keys.dtype)  # e.g. location features
         v = ops.cast(self.attention_v, q.dtype)
         if self.attention_g is not None:  # weight normalisation: g · v / |v|
-            v = (
-                ops.cast(self.attention_g, q.dtype)
-                * v
-                / ops.sqrt(ops.sum(ops.square(v)))
-            )
+            v = ops.cast(self.attention_g, q.dtype) * v / ops.sqrt(ops.sum(ops.square(v)))
         return _row(additive_score(_grouped(q[:, None, :]), _keys(keys), v))  # (B, Tv)
 
 
@@ -349,9 +336,7 @@ class BahdanauAttention(AttentionMechanism):
         - Bahdanau, Cho, Bengio 2014, https://arxiv.org/abs/1409.0473
     """
 
-    def __init__(
-        self, units, normalize=False, kernel_initializer="glorot_uniform", **kwargs
-    ):
+    def __init__(self, units, normalize=False, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units = _base.check_positive_int(units, "units")
         self.normalize = _base.check_bool(normalize, "normalize")

@@ -104,9 +104,7 @@ class MonotonicAttention(AttentionMechanism):
     ):
         super().__init__(**kwargs)
         if score not in SCORES:
-            raise ValueError(
-                f"`score` must be one of {SCORES}. Received: score={score!r}"
-            )
+            raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
         if inference_mode is not None and inference_mode not in MODES:
@@ -129,9 +127,7 @@ class MonotonicAttention(AttentionMechanism):
             raise ValueError(
                 f"`sigmoid_noise` must be a number >= 0. Received: sigmoid_noise={sigmoid_noise!r}"
             )
-        if isinstance(score_bias_init, bool) or not isinstance(
-            score_bias_init, (int, float)
-        ):
+        if isinstance(score_bias_init, bool) or not isinstance(score_bias_init, (int, float)):
             raise ValueError(
                 f"`score_bias_init` must be a number. Received: score_bias_init={score_bias_init!r}"
             )
@@ -144,9 +140,7 @@ class MonotonicAttention(AttentionMechanism):
         self.inference_mode = inference_mode
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if self.sigmoid_noise > 0 else None
-        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.sigmoid_noise > 0 else None
         self.supports_masking = True
 
     def build_mechanism(self, query_dim, memory_dim, input_dim=None):
@@ -170,9 +164,7 @@ class MonotonicAttention(AttentionMechanism):
             energies = self._bahdanau_energies(query, memory)
         else:
             energies = self._luong_energies(query, memory, "general")
-        energies = ops.cast(energies, "float32") + ops.cast(
-            self.score_bias, "float32"
-        )  # (B, Tv)
+        energies = ops.cast(energies, "float32") + ops.cast(self.score_bias, "float32")  # (B, Tv)
         mode = self.mode if training else (self.inference_mode or self.mode)
         if training and self.sigmoid_noise > 0:
             noise = keras.random.normal(ops.shape(energies), seed=self.seed_generator)

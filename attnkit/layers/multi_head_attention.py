@@ -202,10 +202,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if (
                 not isinstance(shape, (list, tuple))
                 or not shape
-                or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d > 0
-                    for d in shape
-                )
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
             ):
                 raise ValueError(
                     "`output_shape` must be a positive int or a tuple of them. "
@@ -218,9 +215,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if attention_axes is not None and (
             not isinstance(attention_axes, (list, tuple))
             or not attention_axes
-            or not all(
-                isinstance(a, int) and not isinstance(a, bool) for a in attention_axes
-            )
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in attention_axes)
         ):
             raise ValueError(
                 "`attention_axes` must be an int or a non-empty list/tuple of ints. "
@@ -261,9 +256,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`flash_attention=False` forbids the fused kernel. "
                 f"Received: implementation={implementation!r}"
             )
-        if self._dropout > 0 and (
-            flash_attention or implementation in ("chunked", "fused")
-        ):
+        if self._dropout > 0 and (flash_attention or implementation in ("chunked", "fused")):
             raise ValueError(
                 "Dropout on the attention weights needs implementation 'naive' or "
                 f"'auto' (and no flash attention). Received: dropout={dropout}, "
@@ -279,13 +272,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self._kernel_constraint = keras.constraints.get(kernel_constraint)
         self._bias_constraint = keras.constraints.get(bias_constraint)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(
-                f"`seed` must be an integer or None. Received: seed={seed!r}"
-            )
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
-        self.seed_generator = (
-            keras.random.SeedGenerator(seed) if self._dropout > 0 else None
-        )
+        self.seed_generator = keras.random.SeedGenerator(seed) if self._dropout > 0 else None
 
     num_heads = property(lambda self: self._num_heads)
     key_dim = property(lambda self: self._key_dim)
@@ -293,9 +282,7 @@ class MultiHeadAttention(keras.layers.Layer):
     dropout = property(lambda self: self._dropout)
     use_bias = property(lambda self: self._use_bias)
     attention_axes = property(lambda self: self._attention_axes)
-    num_key_value_heads = property(
-        lambda self: self._num_key_value_heads or self._num_heads
-    )
+    num_key_value_heads = property(lambda self: self._num_key_value_heads or self._num_heads)
     implementation = property(lambda self: self._implementation)
     flash_attention = property(lambda self: self._flash_attention)
     query_dense = property(lambda self: self._query_dense)
@@ -394,9 +381,7 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask,
         )  # broadcastable to (B', H, Tq, Tv)
         if positions is not None:
-            position_mask = self._cache_positions_mask(
-                positions, tq, tv, causal=use_causal_mask
-            )
+            position_mask = self._cache_positions_mask(positions, tq, tv, causal=use_causal_mask)
             mask = combine_masks(mask, position_mask[None, None])
             causal, window = False, None
         else:
@@ -479,9 +464,7 @@ class MultiHeadAttention(keras.layers.Layer):
         if axes is None:
             axes = tuple(range(1, n + 1))
         normalized = tuple(a if a >= 0 else input_rank + a for a in axes)
-        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(
-            normalized
-        ):
+        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(normalized):
             raise ValueError(
                 "`attention_axes` must be distinct axes of the input other than the "
                 f"batch and feature axes (1 to {n}, or negative). "
@@ -510,9 +493,7 @@ class MultiHeadAttention(keras.layers.Layer):
         others, attn = self._layout
         sizes_o = [query.shape[a] for a in others]
         sizes_a = [query.shape[a] for a in attn]
-        out = ops.reshape(
-            out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1])
-        )
+        out = ops.reshape(out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1]))
         perm = (0, *others, *attn)
         inverse = [0] * (len(perm))
         for i, a in enumerate(perm):
@@ -778,17 +759,11 @@ class MultiHeadAttention(keras.layers.Layer):
             "attention_axes": self._attention_axes,
             "sliding_window": self._sliding_window,
             "flash_attention": self._flash_attention,
-            "kernel_initializer": keras.initializers.serialize(
-                self._kernel_initializer
-            ),
+            "kernel_initializer": keras.initializers.serialize(self._kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self._bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(
-                self._kernel_regularizer
-            ),
+            "kernel_regularizer": keras.regularizers.serialize(self._kernel_regularizer),
             "bias_regularizer": keras.regularizers.serialize(self._bias_regularizer),
-            "activity_regularizer": keras.regularizers.serialize(
-                self._activity_regularizer
-            ),
+            "activity_regularizer": keras.regularizers.serialize(self._activity_regularizer),
             "kernel_constraint": keras.constraints.serialize(self._kernel_constraint),
             "bias_constraint": keras.constraints.serialize(self._bias_constraint),
             "seed": self.seed,

@@ -98,9 +98,7 @@ def build_cell_model(
         name="char_embedding",
     )(x)  # (B, Tx, E); mask (B, Tx)
     memory = keras.layers.Bidirectional(
-        keras.layers.LSTM(
-            enc_units, return_sequences=True, kernel_initializer=init(seed=seed + 1)
-        ),
+        keras.layers.LSTM(enc_units, return_sequences=True, kernel_initializer=init(seed=seed + 1)),
         name="encoder",
     )(e)  # (B, Tx, 2·enc_units), mask (B, Tx)
     d = keras.layers.Embedding(
@@ -190,9 +188,7 @@ def build_additive_model(
         [query, values, keys]
     )  # (B, Ty, 2·enc_units); alignments (B, Ty, Tx)
     h = keras.layers.Concatenate(name="query_context")([query, context])
-    h = keras.layers.Dense(
-        dec_units, activation="tanh", kernel_initializer=init(seed=seed + 4)
-    )(h)
+    h = keras.layers.Dense(dec_units, activation="tanh", kernel_initializer=init(seed=seed + 4))(h)
     probs = keras.layers.Dense(
         len(dates.MACHINE_VOCAB),
         activation="softmax",

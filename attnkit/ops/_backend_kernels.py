@@ -105,9 +105,7 @@ def _torch_function():
         def backward(ctx, d_out):
             query, key, value, out, lse = ctx.saved_tensors
             with torch.no_grad():
-                dq, dk, dv = chunked.backward(
-                    query, key, value, ctx.mask, ctx.cfg, out, lse, d_out
-                )
+                dq, dk, dv = chunked.backward(query, key, value, ctx.mask, ctx.cfg, out, lse, d_out)
             return dq, dk, dv, None, None
 
     return Flash

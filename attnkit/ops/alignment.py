@@ -66,9 +66,7 @@ def monotonic_recursive(p_choose, previous):
     p_choose, previous = _float(p_choose), _float(previous)
     # Stacked tensors, and outputs shaped like the carry: the TensorFlow scan
     # of Keras needs both.
-    xs = ops.stack(
-        [ops.transpose(p_choose), ops.transpose(previous)], axis=-1
-    )  # (Tv, B, 2)
+    xs = ops.stack([ops.transpose(p_choose), ops.transpose(previous)], axis=-1)  # (Tv, B, 2)
 
     def step(carry, x):
         q_prev, p_prev = carry[:, 0], carry[:, 1]  # (B,), (B,)
@@ -90,13 +88,9 @@ def monotonic_hard(p_choose, previous):
     the row is all zeros (the context is 0) and stays zero afterwards.
     """
     p_choose, previous = _float(p_choose), _float(previous)
-    candidates = p_choose * ops.cumsum(
-        previous, axis=-1
-    )  # 1 at j ≥ t_{i−1} with p_j = 1
+    candidates = p_choose * ops.cumsum(previous, axis=-1)  # 1 at j ≥ t_{i−1} with p_j = 1
     before = ops.cumsum(candidates, axis=-1) - candidates  # candidates before j
-    return candidates * ops.cast(
-        before == 0, candidates.dtype
-    )  # keep the first, exactly
+    return candidates * ops.cast(before == 0, candidates.dtype)  # keep the first, exactly
 
 
 def forward_attention(energies, previous, mask=None, move=None):
@@ -132,6 +126,4 @@ def location_features(alignment, kernel):
     j + K//2``; returns (B, Tv, F).
     """
     x = ops.expand_dims(alignment, -1)  # (B, Tv, 1)
-    return ops.conv(
-        x, ops.cast(kernel, x.dtype), strides=1, padding="same"
-    )  # (B, Tv, F)
+    return ops.conv(x, ops.cast(kernel, x.dtype), strides=1, padding="same")  # (B, Tv, F)

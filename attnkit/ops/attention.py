@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import keras
 from keras import ops
 
 from attnkit.ops import masks as masks_lib
-from attnkit.ops.scores import SCORES, dot_score, get_score
+from attnkit.ops.scores import dot_score, get_score
 
 IMPLEMENTATIONS = ("auto", "naive", "chunked", "fused")
 _DOT_SCORES = ("dot", "scaled_dot")
@@ -85,9 +84,7 @@ def _static_shape(x, name):
 
 def _check_dims(a, b, what, names):
     if a is not None and b is not None and a != b:
-        raise ValueError(
-            f"{what} must match. Received: {names[0]}={a} and {names[1]}={b}"
-        )
+        raise ValueError(f"{what} must match. Received: {names[0]}={a} and {names[1]}={b}")
 
 
 def _to_grouped(x, name, rank, heads, groups):
@@ -152,8 +149,7 @@ def prepare(
     rank = len(q_shape)
     if rank not in (3, 4):
         raise ValueError(
-            "`query` must have shape (B, Tq, D) or (B, Tq, H, D). "
-            f"Received: query.shape={q_shape}"
+            f"`query` must have shape (B, Tq, D) or (B, Tq, H, D). Received: query.shape={q_shape}"
         )
     for name, shape in (("key", k_shape), ("value", v_shape)):
         if len(shape) != rank:
@@ -169,7 +165,9 @@ def prepare(
         heads = kv_heads = 1
     else:
         heads, kv_heads = q_shape[2], k_shape[2]
-        _check_dims(kv_heads, v_shape[2], "Key and value head counts", ("key.shape[2]", "value.shape[2]"))
+        _check_dims(
+            kv_heads, v_shape[2], "Key and value head counts", ("key.shape[2]", "value.shape[2]")
+        )
         if kv_heads is None or heads is None or kv_heads < 1 or heads % kv_heads:
             raise ValueError(
                 "The number of query heads must be a multiple of the number of "
@@ -181,9 +179,18 @@ def prepare(
     score_fn = get_score(score)
     score_name = score if isinstance(score, str) else None
     if score_name is not None:
-        _check_dims(q_shape[-1], k_shape[-1], "Query and key feature sizes", ("query.shape[-1]", "key.shape[-1]"))
+        _check_dims(
+            q_shape[-1],
+            k_shape[-1],
+            "Query and key feature sizes",
+            ("query.shape[-1]", "key.shape[-1]"),
+        )
     if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+        ):
             raise ValueError(f"`scale` must be a finite number or None. Received: scale={scale!r}")
         scale = float(scale)
     if score_name in _DOT_SCORES:
@@ -259,8 +266,15 @@ def attention_weights(
     from attnkit.ops import naive
 
     problem = prepare(
-        query, key, key, score=score, mask=mask, causal=causal, window=window,
-        bias=bias, scale=scale,
+        query,
+        key,
+        key,
+        score=score,
+        mask=mask,
+        causal=causal,
+        window=window,
+        bias=bias,
+        scale=scale,
     )
     weights = naive.weights(problem)
     return problem.weights_to_output_layout(ops.cast(weights, problem.query.dtype))
@@ -333,8 +347,15 @@ def attention(
     _validate_implementation(implementation)
     dropout = _validate_dropout(dropout)
     problem = prepare(
-        query, key, value, score=score, mask=mask, causal=causal, window=window,
-        bias=bias, scale=scale,
+        query,
+        key,
+        value,
+        score=score,
+        mask=mask,
+        causal=causal,
+        window=window,
+        bias=bias,
+        scale=scale,
     )
     dropout_active = bool(dropout > 0 and training)
     impl = dispatch.choose(problem, implementation, return_weights, dropout_active)

@@ -47,9 +47,7 @@ def _validate_block_size(block_size):
     ok = (
         isinstance(block_size, (tuple, list))
         and len(block_size) == 2
-        and all(
-            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size
-        )
+        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size)
     )
     if not ok:
         raise ValueError(
@@ -167,18 +165,14 @@ def _query_blocks(x, cfg):
     """(B, Tq, Hkv, G, D) -> (nq, B, Hkv, G, bq, D): head-major blocks, so every
     block product is a plain batched matmul with no transposes in the loop."""
     batch, _, kv_heads, groups, d = ops.shape(x)
-    x = ops.reshape(
-        _pad_axis(x, 1, cfg.tq_pad), (batch, cfg.nq, cfg.bq, kv_heads, groups, d)
-    )
+    x = ops.reshape(_pad_axis(x, 1, cfg.tq_pad), (batch, cfg.nq, cfg.bq, kv_heads, groups, d))
     return ops.transpose(x, (1, 0, 3, 4, 2, 5))
 
 
 def _query_rows(x, cfg):
     """(B, Hkv, G, Tq) -> (nq, B, Hkv, G, bq)."""
     batch, kv_heads, groups, _ = ops.shape(x)
-    x = ops.reshape(
-        _pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq)
-    )
+    x = ops.reshape(_pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq))
     return ops.transpose(x, (3, 0, 1, 2, 4))
 
 
@@ -330,9 +324,7 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
     dtype = query.dtype
     q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
     do_blocks = _query_blocks(d_out, cfg)  # (nq, B, Hkv, G, bq, Dv)
-    delta = ops.transpose(
-        ops.sum(d_out * out, axis=-1), (0, 2, 3, 1)
-    )  # (B, Hkv, G, Tq)
+    delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
     delta_blocks = _query_rows(delta, cfg)  # (nq, B, Hkv, G, bq)
     lse_blocks = _query_rows(lse, cfg)  # (nq, B, Hkv, G, bq)
     k_blocks = _key_blocks(key, cfg)  # (nk, B, Hkv, bk, D)

@@ -33,7 +33,9 @@ def fused_supports(problem, return_weights, dropout_active):
 
 def chunked_supports(problem, return_weights, dropout_active):
     if return_weights:
-        return "it never materialises the weights; use attention_weights() or implementation='naive'"
+        return (
+            "it never materialises the weights; use attention_weights() or implementation='naive'"
+        )
     if dropout_active:
         return "it does not apply dropout; use implementation='naive'"
     if problem.query_length is None or problem.key_length is None:
@@ -56,10 +58,7 @@ def choose(problem, implementation, return_weights, dropout_active):
     # "auto": on torch the native SDPA kernel (fused, O(N) memory, also
     # backward) is the fastest path at every measured size.
     backend = keras.backend.backend()
-    if (
-        backend == "torch"
-        and fused_supports(problem, return_weights, dropout_active) is None
-    ):
+    if backend == "torch" and fused_supports(problem, return_weights, dropout_active) is None:
         return "fused"
     tq, tv = problem.query_length, problem.key_length
     pairs = None if tq is None or tv is None else tq * tv

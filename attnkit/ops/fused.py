@@ -87,9 +87,7 @@ def attend(problem):
             is_causal=simple_causal,
         )[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
     if row_has_key is not None:
-        keep = ops.transpose(
-            ops.cast(row_has_key, out.dtype), (0, 2, 1, 3)
-        )  # (B, Tq, H, 1)
+        keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
         out = out * keep
     return ops.reshape(out, (batch, tq, kv_heads, groups, problem.value.shape[-1]))
 

@@ -93,9 +93,7 @@ def topk_weights(scores, k, mask=None, *, temperature=1.0):
     k = k if tv is None else min(k, tv)
     _, indices = ops.top_k(logits, k)  # (..., k)
     positions = ops.arange(ops.shape(logits)[-1])
-    chosen = ops.equal(
-        ops.cast(indices[..., :, None], positions.dtype), positions
-    )  # (..., k, Tv)
+    chosen = ops.equal(ops.cast(indices[..., :, None], positions.dtype), positions)  # (..., k, Tv)
     keep = ops.any(chosen, axis=-2)  # (..., Tv)
     if mask is not None:
         keep = ops.logical_and(keep, mask)

@@ -28,9 +28,7 @@ def monotonic_positions(query_length, key_length, dtype="float32"):
     """local-m's ``p_t`` ``(Tq,)``: ``t`` scaled onto ``[0, Tv - 1]`` (``t`` when Tq == Tv)."""
     t = ops.cast(ops.arange(query_length), dtype)
     # (Tv - 1) / (Tq - 1) is exactly 1 when Tq == Tv.
-    ratio = ops.cast(key_length - 1, dtype) / ops.cast(
-        ops.maximum(query_length - 1, 1), dtype
-    )
+    ratio = ops.cast(key_length - 1, dtype) / ops.cast(ops.maximum(query_length - 1, 1), dtype)
     return t * ratio
 
 

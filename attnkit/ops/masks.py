@@ -30,8 +30,7 @@ def normalize_causal(causal) -> str | None:
     if isinstance(causal, str) and causal in CAUSAL_ALIGNMENTS:
         return causal
     raise ValueError(
-        "`causal` must be a bool or one of "
-        f"{CAUSAL_ALIGNMENTS}. Received: causal={causal!r}"
+        f"`causal` must be a bool or one of {CAUSAL_ALIGNMENTS}. Received: causal={causal!r}"
     )
 
 
@@ -96,9 +95,7 @@ def sliding_window_mask(
     offset = query_offset(query_length, key_length, alignment_name)
     q_pos = ops.expand_dims(ops.arange(query_length, dtype="int32") + offset, -1)
     k_pos = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)
-    return position_mask(
-        q_pos, k_pos, causal=alignment_name if causal else None, window=window
-    )
+    return position_mask(q_pos, k_pos, causal=alignment_name if causal else None, window=window)
 
 
 def padding_mask(lengths_or_mask, max_length: int | None = None):

@@ -70,9 +70,7 @@ def pooling_weights(scores, mask=None):
     return ops.cast(masked_softmax(scores, mask, axis=-1), scores.dtype)
 
 
-def attention_pool(
-    inputs, scores, mask=None, *, dropout=0.0, seed=None, return_weights=False
-):
+def attention_pool(inputs, scores, mask=None, *, dropout=0.0, seed=None, return_weights=False):
     """``out_q = Σ_t α_qt h_t`` with ``α = pooling_weights(scores, mask)``.
 
     Args:

@@ -108,7 +108,7 @@ def run_layer_contract(
     # 1. Config round trip.
     layer = layer_cls(**init_kwargs)
     config = layer.get_config()
-    for name, value in init_kwargs.items():
+    for name in init_kwargs:
         assert name in config, f"get_config() lacks constructor argument {name!r}"
     revived = layer_cls.from_config(config)
     assert revived.get_config() == config, "from_config(get_config()) changed the config"
@@ -142,7 +142,9 @@ def run_layer_contract(
         )
         _assert_shapes_match(scored_model.outputs, eager_scored, "scores")
         np.testing.assert_allclose(
-            _to_numpy(eager_scored[0])[0], _to_numpy(eager)[0], atol=atol,
+            _to_numpy(eager_scored[0])[0],
+            _to_numpy(eager)[0],
+            atol=atol,
             err_msg="output differs when scores are returned",
         )
 
@@ -190,7 +192,9 @@ def run_layer_contract(
     # 6. Masks propagate.
     if mask_input is not None:
         masks = [None] * len(data)
-        lengths = np.maximum(1, (np.arange(input_shapes[mask_input][0]) * 3) % input_shapes[mask_input][1])
+        lengths = np.maximum(
+            1, (np.arange(input_shapes[mask_input][0]) * 3) % input_shapes[mask_input][1]
+        )
         masks[mask_input] = np.arange(input_shapes[mask_input][1])[None, :] < lengths[:, None]
         if list_input == "unpack":
             computed = layer.compute_mask(data[0], masks[0])
@@ -203,5 +207,7 @@ def run_layer_contract(
             assert computed is None, "compute_mask should return None"
         else:
             computed = _to_numpy(computed)[0]
-            np.testing.assert_array_equal(computed, np.asarray(want), err_msg="mask did not propagate")
+            np.testing.assert_array_equal(
+                computed, np.asarray(want), err_msg="mask did not propagate"
+            )
     return layer

@@ -58,7 +58,9 @@ def reference_attention(
     group = h // hkv
     if scale is None:
         scale = 1.0 / np.sqrt(d) if score == "scaled_dot" else 1.0
-    full = np.ones((b, h, tq, tv), dtype=bool) & reference_mask(tq, tv, causal=causal, window=window)
+    full = np.ones((b, h, tq, tv), dtype=bool) & reference_mask(
+        tq, tv, causal=causal, window=window
+    )
     if mask is not None:
         full = full & _to_bhqk(mask, rank, h)
     add = np.zeros((b, h, tq, tv))

@@ -14,14 +14,11 @@ def to_numpy(x, name: str) -> np.ndarray:
 
         arr = keras.ops.convert_to_numpy(x)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(
-            f"Expected `{name}` to hold numbers. Received: {name}.dtype={arr.dtype}"
-        )
+        raise ValueError(f"Expected `{name}` to hold numbers. Received: {name}.dtype={arr.dtype}")
     arr = arr.astype("float64")
     if not np.all(np.isfinite(arr)):
         raise ValueError(
-            f"Expected `{name}` to be finite; it holds NaN or inf. "
-            f"Received: {name}={arr!r}"
+            f"Expected `{name}` to be finite; it holds NaN or inf. Received: {name}={arr!r}"
         )
     return arr
 
@@ -40,7 +37,5 @@ def check_labels(labels, length: int, name: str, axis: str):
 
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer. Received: {name}={value!r}"
-        )
+        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
     return int(value)

@@ -146,9 +146,7 @@ def plot_alignments(
         )
     n, tq, tv = weights.shape
     if n == 0:
-        raise ValueError(
-            f"Expected at least one panel. Received: weights.shape={weights.shape}"
-        )
+        raise ValueError(f"Expected at least one panel. Received: weights.shape={weights.shape}")
     ncols = check_positive_int(ncols, "ncols")
     query_labels = check_labels(query_labels, tq, "query_labels", "query")
     key_labels = check_labels(key_labels, tv, "key_labels", "key")
@@ -161,27 +159,21 @@ def plot_alignments(
     vmax = float(weights.max()) if vmax is None else vmax
     panel_w = min(1.0 + 0.3 * tv, 6.0)
     panel_h = min(1.0 + 0.3 * tq, 5.0)
-    fig = Figure(
-        figsize=(panel_w * ncols + 1.0, panel_h * nrows + 0.5), layout="constrained"
-    )
+    fig = Figure(figsize=(panel_w * ncols + 1.0, panel_h * nrows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     image = None
     for i, ax in enumerate(axes):
         if i >= n:
             ax.set_axis_off()
             continue
-        image = _draw(
-            ax, weights[i], query_labels, key_labels, titles[i], cmap, vmin, vmax
-        )
+        image = _draw(ax, weights[i], query_labels, key_labels, titles[i], cmap, vmin, vmax)
     fig.colorbar(image, ax=list(axes[:n]))
     if title is not None:
         fig.suptitle(str(title))
     return fig
 
 
-def plot_image_attention(
-    images, weights, titles=None, ncols=4, alpha=0.6, cmap="jet", title=None
-):
+def plot_image_attention(images, weights, titles=None, ncols=4, alpha=0.6, cmap="jet", title=None):
     """Draws images with an attention map laid over each.
 
     Each map is stretched over its whole image with bilinear interpolation, so
@@ -216,9 +208,7 @@ def plot_image_attention(
     """
     images = to_numpy(images, "images")
     weights = to_numpy(weights, "weights")
-    if images.ndim not in (3, 4) or (
-        images.ndim == 4 and images.shape[-1] not in (3, 4)
-    ):
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (3, 4)):
         raise ValueError(
             "Expected `images` of shape (N, height, width) or (N, height, width, 3|4). "
             f"Received: images.shape={images.shape}"
@@ -245,17 +235,13 @@ def plot_image_attention(
         raise ValueError(f"Expected `alpha` in [0, 1]. Received: alpha={alpha!r}")
     n = images.shape[0]
     if n == 0:
-        raise ValueError(
-            f"Expected at least one image. Received: images.shape={images.shape}"
-        )
+        raise ValueError(f"Expected at least one image. Received: images.shape={images.shape}")
     ncols = min(check_positive_int(ncols, "ncols"), n)
     if titles is not None:
         titles = check_labels(titles, n, "titles", "image")
     nrows = math.ceil(n / ncols)
     if cmap not in colormaps:
-        raise ValueError(
-            f"Expected a matplotlib colormap name. Received: cmap={cmap!r}"
-        )
+        raise ValueError(f"Expected a matplotlib colormap name. Received: cmap={cmap!r}")
     colors = colormaps[cmap](np.linspace(0.0, 1.0, 256))  # (256, RGBA)
     colors[:, 3] = np.linspace(0.0, float(alpha), 256)
     overlay_cmap = ListedColormap(colors)
@@ -321,14 +307,11 @@ def plot_sequence_attention(
         weights = weights[None, :]  # (1, T)
     if weights.ndim != 2 or weights.shape[1] == 0:
         raise ValueError(
-            "Expected `weights` of shape (T,) or (N, T). "
-            f"Received: weights.shape={weights.shape}"
+            f"Expected `weights` of shape (T,) or (N, T). Received: weights.shape={weights.shape}"
         )
     n, t = weights.shape
     if n == 0:
-        raise ValueError(
-            f"Expected at least one sequence. Received: weights.shape={weights.shape}"
-        )
+        raise ValueError(f"Expected at least one sequence. Received: weights.shape={weights.shape}")
     if values is not None:
         values = to_numpy(values, "values")
         if values.ndim == 1:

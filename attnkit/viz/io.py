@@ -22,9 +22,7 @@ def save_figure(fig, path, dpi=120) -> Path:
     if not isinstance(fig, Figure):
         raise ValueError(f"Expected a matplotlib Figure. Received: fig={fig!r}")
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(
-            f"Expected `path` to be a str or path. Received: path={path!r}"
-        )
+        raise ValueError(f"Expected `path` to be a str or path. Received: path={path!r}")
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in fig.canvas.get_supported_filetypes():

@@ -53,15 +53,12 @@ def highlight_text(tokens, weights, color="#ff8c00") -> str:
         )
     if weights.size and weights.min() < 0:
         raise ValueError(
-            "Expected non-negative `weights`. "
-            f"Received: min(weights)={float(weights.min())!r}"
+            f"Expected non-negative `weights`. Received: min(weights)={float(weights.min())!r}"
         )
     try:
         r, g, b = (round(255 * c) for c in to_rgb(color))
     except ValueError:
-        raise ValueError(
-            f"Expected a matplotlib colour. Received: color={color!r}"
-        ) from None
+        raise ValueError(f"Expected a matplotlib colour. Received: color={color!r}") from None
     top = weights.max() if weights.size else 0.0
     spans = []
     for token, w in zip(tokens, weights, strict=True):
@@ -70,8 +67,4 @@ def highlight_text(tokens, weights, color="#ff8c00") -> str:
             f'<span style="background-color: rgba({r}, {g}, {b}, {alpha:.3f}); '
             f'padding: 0 2px" title="{w:.4g}">{html.escape(token, quote=True)}</span>'
         )
-    return (
-        '<div class="attnkit-highlight" style="line-height: 1.8">'
-        + " ".join(spans)
-        + "</div>"
-    )
+    return '<div class="attnkit-highlight" style="line-height: 1.8">' + " ".join(spans) + "</div>"

@@ -63,15 +63,21 @@ mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"), devices)
 keras.distribution.set_distribution(None)
 probe = build()  # a built model to read the attention layers from
 lmap = layout_map(probe, mesh)
-keras.distribution.set_distribution(keras.distribution.ModelParallel(layout_map=lmap, batch_dim_name="batch"))
+keras.distribution.set_distribution(
+    keras.distribution.ModelParallel(layout_map=lmap, batch_dim_name="batch")
+)
 mp_model = build()
 mp_model.set_weights(initial)
 model_parallel = train(mp_model)
 specs = {v.path: list(v.value.sharding.spec) for v in mp_model.weights}
-print(json.dumps({
-    "devices": len(devices),
-    "single": single,
-    "data_parallel": data_parallel,
-    "model_parallel": model_parallel,
-    "specs": specs,
-}))
+print(
+    json.dumps(
+        {
+            "devices": len(devices),
+            "single": single,
+            "data_parallel": data_parallel,
+            "model_parallel": model_parallel,
+            "specs": specs,
+        }
+    )
+)

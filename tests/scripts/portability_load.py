@@ -26,7 +26,8 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.keras"))):
         out = model(xs if len(xs) > 1 else xs[0])
         out = out if isinstance(out, (list, tuple)) else [out]
         results[name] = max(
-            float(np.max(np.abs(keras.ops.convert_to_numpy(o) - y))) for o, y in zip(out, ys, strict=True)
+            float(np.max(np.abs(keras.ops.convert_to_numpy(o) - y)))
+            for o, y in zip(out, ys, strict=True)
         )
     except Exception as e:  # reported, not hidden: the test fails on it
         results[name] = f"error: {type(e).__name__}: {e}"[:500]

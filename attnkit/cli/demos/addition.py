@@ -32,8 +32,7 @@ def add_arguments(parser):
         type=common.int_at_least(6),
         default=100,
         metavar="T",
-        help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] "
-        "(default: 100)",
+        help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] (default: 100)",
     )
     parser.add_argument(
         "--steps",
@@ -80,9 +79,7 @@ def _batches(task, args):
             return args.steps
 
         def __getitem__(self, index):
-            seed = np.random.SeedSequence(
-                [args.seed, self.epoch, index]
-            ).generate_state(1)[0]
+            seed = np.random.SeedSequence([args.seed, self.epoch, index]).generate_state(1)[0]
             return task.generate(args.batch_size, args.length, seed=int(seed))
 
         def on_epoch_end(self):
@@ -110,9 +107,7 @@ def run(args):
         return 2
     out = common.start(args, NAME)
     common.step(f"addition problem, T0 = {args.length}")
-    x_test, y_test = task.generate(
-        args.test_size, args.length, seed=2**31 - 1 - args.seed
-    )
+    x_test, y_test = task.generate(args.test_size, args.length, seed=2**31 - 1 - args.seed)
     y_test = np.asarray(y_test).reshape(-1)
     print(
         f"    {args.steps} updates of {args.batch_size} fresh sequences per epoch, "
@@ -129,8 +124,7 @@ def run(args):
         def on_epoch_end(self, epoch, logs=None):
             accuracy, _ = score()
             print(
-                f"epoch {epoch + 1}: test accuracy {100 * accuracy:.1f}% "
-                f"(|error| < {TOLERANCE})",
+                f"epoch {epoch + 1}: test accuracy {100 * accuracy:.1f}% (|error| < {TOLERANCE})",
                 flush=True,
             )
 

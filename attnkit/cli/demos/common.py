@@ -30,9 +30,7 @@ def positive_int(text):
     except ValueError:
         value = None
     if value is None or value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer. Received: {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
     return value
 
 
@@ -74,8 +72,7 @@ def add_common_arguments(parser, *, epochs, out):
         "--seed",
         type=int,
         default=0,
-        help="random seed; a fixed seed gives the same run on a given backend "
-        "(default: 0)",
+        help="random seed; a fixed seed gives the same run on a given backend (default: 0)",
     )
     _add(
         parser,
@@ -89,8 +86,7 @@ def add_common_arguments(parser, *, epochs, out):
         parser,
         "--backend",
         choices=BACKENDS,
-        help="Keras backend to run on "
-        "(default: $KERAS_BACKEND, else attnkit's default)",
+        help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
     )
 
 

@@ -100,9 +100,7 @@ def run(args):
     out = common.start(args, NAME)
     common.step("generating dates")
     texts, _, x, y = dates.load(args.samples, args.seed)
-    test_texts, test_isos, x_test, y_test = held_out(
-        args.test_samples, texts, args.seed
-    )
+    test_texts, test_isos, x_test, y_test = held_out(args.test_samples, texts, args.seed)
     print(
         f"    {len(x)} training and {len(x_test)} held-out dates; "
         f"e.g. {texts[0]!r} -> {dates.decode_machine(y[:1])[0]!r}"
@@ -112,9 +110,7 @@ def run(args):
     model = dt.build_training_model(args.decoder, seed=args.seed)
     steps = args.epochs * math.ceil(len(x) / args.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(3e-3, steps)
-        ),
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -150,9 +146,7 @@ def run(args):
     shown_pred = dates.decode_machine(dt.greedy_translate(model, x_shown))
     for text, iso in zip(shown, shown_pred, strict=True):
         print(f"    {text:<24} -> {iso}")
-    wrong = [
-        (t, p, r) for t, p, r in zip(test_texts, pred, test_isos, strict=True) if p != r
-    ]
+    wrong = [(t, p, r) for t, p, r in zip(test_texts, pred, test_isos, strict=True) if p != r]
     for text, p, r in wrong[:5]:
         print(f"    {text:<24} -> {p}  (expected {r})")
 

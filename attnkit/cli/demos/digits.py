@@ -40,8 +40,7 @@ def add_arguments(parser):
         type=common.positive_int,
         default=None,
         metavar="N",
-        help="train and test on the first N images only, for quick checks "
-        "(default: all)",
+        help="train and test on the first N images only, for quick checks (default: all)",
     )
 
 
@@ -70,9 +69,7 @@ def build_model(seed=0, decay_steps=1000):
     inputs = keras.Input((8, 8, 1), name="image")
     x = keras.layers.Rescaling(1.0 / 16.0)(inputs)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(
-        x
-    )  # (B, 8, 8, 32)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)  # (B, 8, 8, 32)
     a = MultiHeadAttention(
         num_heads=2,
         key_dim=16,
@@ -126,16 +123,12 @@ def run(args):
     common.step("saving")
     common.report("model", common.save_model(model, out / f"{NAME}.keras"))
     shown = np.arange(min(GRID, len(x_test)))
-    weights = attention_maps(model, x_test[shown])[
-        "spatial_attention"
-    ]  # (N, H, 8, 8, 8, 8)
+    weights = attention_maps(model, x_test[shown])["spatial_attention"]  # (N, H, 8, 8, 8, 8)
     received = weights.mean(axis=(1, 2, 3))  # (N, 8, 8): over heads and query positions
     fig = plot_image_attention(
         x_test[shown, ..., 0],
         received,
-        titles=[
-            f"{p} (true {t})" for p, t in zip(pred[shown], y_test[shown], strict=True)
-        ],
+        titles=[f"{p} (true {t})" for p, t in zip(pred[shown], y_test[shown], strict=True)],
         title=f"Attention received per position · test accuracy {100 * accuracy:.1f}%",
     )
     common.report("attention figure", save_figure(fig, out / f"{NAME}_attention.png"))
