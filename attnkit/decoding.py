@@ -150,14 +150,18 @@ def beam_search(
     max_length,
     beam_width,
     length_penalty=0.0,
+    keep_greedy=True,
 ):
     """Beam search: keeps the `beam_width` best prefixes at every step.
 
     Candidates are ranked by `score / lp(length)` with the GNMT length
     penalty `lp = ((5 + length) / 6) ** length_penalty` (no penalty at 0). A
     finished hypothesis stays in the beam with its score. Width 1 is greedy
-    decoding. Beam search is a heuristic: a wider beam usually, but not
-    provably, finds a sequence at least as probable as greedy's.
+    decoding. Beam search alone is a heuristic: a wider beam usually, but not
+    provably, finds a sequence at least as probable as greedy's (the greedy
+    prefix can fall out of the beam). With `keep_greedy` (the default) the
+    greedy hypothesis is decoded too and the better-ranked of the two is
+    returned, so widening the beam never gives a lower-ranked result.
 
     Args:
         step: the decoder step (see the module docstring).
@@ -167,6 +171,8 @@ def beam_search(
         max_length: the most tokens generated.
         beam_width: K, the number of hypotheses kept.
         length_penalty: GNMT's alpha. Defaults to `0.0`.
+        keep_greedy: also decode greedily and return greedy's hypothesis
+            where it ranks higher. Defaults to `True`.
 
     Returns:
         The best hypothesis per example: `(tokens (B, max_length) int32,
@@ -231,8 +237,23 @@ def beam_search(
     seq, scores, lengths = result[3], result[4], result[5]
     rank = scores / _penalty(lengths, length_penalty) if length_penalty else scores
     best = ops.cast(ops.argmax(rank, axis=-1), "int32")[:, None]  # (B, 1)
+    best_seq = ops.take_along_axis(seq, ops.repeat(best[..., None], max_length, axis=2), axis=1)
+    best_seq = best_seq[:, 0]  # (B, L)
+    best_score = ops.take_along_axis(scores, best, axis=1)[:, 0]
+    best_len = ops.take_along_axis(lengths, best, axis=1)[:, 0]
+    if not keep_greedy or k == 1:
+        return best_seq, best_score, best_len
+    g_seq, g_score, g_len = greedy_decode(
+        step, initial_states, start_token=start_token, end_token=end_token, max_length=max_length
+    )
+    if length_penalty:
+        beam_wins = best_score / _penalty(best_len, length_penalty) >= g_score / _penalty(
+            g_len, length_penalty
+        )
+    else:
+        beam_wins = best_score >= g_score
     return (
-        ops.take_along_axis(seq, ops.repeat(best[..., None], max_length, axis=2), axis=1)[:, 0],
-        ops.take_along_axis(scores, best, axis=1)[:, 0],
-        ops.take_along_axis(lengths, best, axis=1)[:, 0],
+        ops.where(beam_wins[:, None], best_seq, g_seq),
+        ops.where(beam_wins, best_score, g_score),
+        ops.where(beam_wins, best_len, g_len),
     )

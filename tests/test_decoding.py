@@ -134,3 +134,40 @@ def test_length_penalty_runs_and_errors():
         )
     with pytest.raises(ValueError, match="Received: end_token=-1"):
         greedy_decode(step, states, start_token=1, end_token=-1, max_length=3)
+
+
+# A table where greedy's hypothesis falls out of a width-2 beam. Tokens: 0 end,
+# 1 start, 2 a, 3 b, 4 c, 5 d, 6 e, 7 h, 8 j, 9 x, 10 y. Greedy: a (.34), d (.4),
+# end (1) = .136. The beam keeps b.e (.3015) and a.d (.136) at step 2, then
+# b.e.h and b.e.j (.15075 each) push a.d.end out at step 3, and both decay to
+# .1281 at length 4, below greedy.
+TRAP = np.full((11, 11), 1e-6)
+for row, probs in {
+    0: {0: 1.0},
+    1: {2: 0.34, 3: 0.335, 4: 0.325},
+    2: {5: 0.4, 9: 0.3, 10: 0.3},
+    3: {6: 0.9, 0: 0.1},
+    4: {0: 1.0},
+    5: {0: 1.0},
+    6: {7: 0.5, 8: 0.5},
+    7: {7: 0.85, 0: 0.15},
+    8: {8: 0.85, 0: 0.15},
+    9: {0: 1.0},
+    10: {0: 1.0},
+}.items():
+    for col, p in probs.items():
+        TRAP[row, col] = p
+TRAP /= TRAP.sum(axis=1, keepdims=True)
+
+
+def test_beam_never_ranks_below_greedy_with_keep_greedy():
+    step, states = _table_step(TRAP), [np.zeros((1, 1), "float32")]
+    kwargs = dict(start_token=1, end_token=END, max_length=4)
+    g_tokens, g_score, _ = greedy_decode(step, states, **kwargs)
+    np.testing.assert_array_equal(to_np(g_tokens), [[2, 5, 0, 0]])
+    _, plain, _ = beam_search(step, states, beam_width=2, keep_greedy=False, **kwargs)
+    assert to_np(plain)[0] < to_np(g_score)[0]  # plain beam search falls below greedy here
+    tokens, score, length = beam_search(step, states, beam_width=2, **kwargs)
+    np.testing.assert_array_equal(to_np(tokens), to_np(g_tokens))
+    np.testing.assert_allclose(to_np(score), to_np(g_score), rtol=1e-6)
+    np.testing.assert_array_equal(to_np(length), [3])
