@@ -65,3 +65,15 @@ def test_model_has_the_papers_parameter_count():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         addition.generate(**kwargs)
+
+
+def test_model_uses_the_papers_training_setup():
+    # craffel/ff-attention: Adam (0.9, 0.999, 1e-8) at 0.01, the best of the
+    # paper's grid for the addition problem; LReLU (slope 0.01) on every layer.
+    model = addition.build_addition_model(seed=0)
+    optimizer = model.optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(1e-2)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-8)
+    assert model.loss == "mse"
+    assert model.get_layer("output_lrelu").negative_slope == pytest.approx(0.01)
+    assert np.all(model.get_layer("embed").get_weights()[1] == 0.0)

@@ -82,7 +82,7 @@ def generate(n, min_length, *, task="addition", seed=None):
 
 
 def build_addition_model(
-    units=100, *, negative_slope=0.01, learning_rate=1e-3, compile=True, seed=None
+    units=100, *, negative_slope=0.01, learning_rate=1e-2, compile=True, seed=None
 ):
     """The feed-forward attention model of Raffel & Ellis 2015.
 
@@ -92,11 +92,21 @@ def build_addition_model(
     the paper's 10,602 parameters. Input ``(B, T, 2)`` of any T; output
     ``(B, 1)``.
 
+    Training follows the paper and the authors' code (craffel/ff-attention):
+    zero biases, a leaky ReLU of slope 0.01 on every layer (the output too),
+    Adam (β1 = 0.9, β2 = 0.999, ε = 1e-8) on the mean squared error, no
+    gradient clipping. The paper picks the learning rate per task from
+    {0.01, 0.003, 0.001, 0.0003}; 0.01 is the one that solves the addition
+    problem at T0 = 1000 in one epoch (at 0.001 the model stalls near 90% of
+    the test sequences). The kernels are Glorot uniform, the attention
+    vector ``w`` included: the authors' He normal kernels (``N(0, 2 / fan_in)``,
+    so ``N(0, 1)`` on the 2 inputs) make training at 0.01 erratic here.
+
     Args:
         units: D, the width of ``h_t`` and of the hidden dense layer.
             Defaults to `100`.
         negative_slope: the LReLU slope (Lasagne's default). Defaults to `0.01`.
-        learning_rate: Adam's learning rate. Defaults to `1e-3`.
+        learning_rate: Adam's learning rate. Defaults to `1e-2`.
         compile: compile with Adam and the mean squared error.
             Defaults to `True`.
         seed: seed of the initializers. Defaults to `None`.
@@ -112,14 +122,15 @@ def build_addition_model(
     x = keras.layers.Masking(0.0, name="padding")(inputs)
     x = keras.layers.Dense(units, kernel_initializer=init(0), name="embed")(x)
     x = keras.layers.LeakyReLU(negative_slope, name="embed_lrelu")(x)
-    x = AttentionPooling(
-        score="feedforward", kernel_initializer=init(1), name="attention"
-    )(x)
+    x = AttentionPooling(score="feedforward", kernel_initializer=init(1), name="attention")(x)
     x = keras.layers.Dense(units, kernel_initializer=init(2), name="hidden")(x)
     x = keras.layers.LeakyReLU(negative_slope, name="hidden_lrelu")(x)
     x = keras.layers.Dense(1, kernel_initializer=init(3), name="output")(x)
     outputs = keras.layers.LeakyReLU(negative_slope, name="output_lrelu")(x)
     model = keras.Model(inputs, outputs, name="raffel_ellis_attention")
     if compile:
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+            loss="mse",
+        )
     return model
