@@ -39,7 +39,8 @@ import numpy as np
 
 from attnkit.data import dates
 
-ATTENTION_LAYER = "attention"
+ATTENTION_LAYER = "attention"  # the additive decoder's AdditiveAttention
+MECHANISM_LAYER = "bahdanau"  # the cell decoder's BahdanauAttention
 
 
 DECODERS = ("additive", "cell")
@@ -109,7 +110,9 @@ def build_cell_model(
     )(y_in)  # (B, Ty, E)
     cell = AttentionRNNCell(
         keras.layers.LSTMCell(dec_units, kernel_initializer=init(seed=seed + 3)),
-        BahdanauAttention(attention_units, kernel_initializer=init(seed=seed + 4)),
+        BahdanauAttention(
+            attention_units, kernel_initializer=init(seed=seed + 4), name=MECHANISM_LAYER
+        ),
         attention_layer_size=dec_units,
         attention_activation="tanh",
         alignment_history=True,

@@ -14,6 +14,11 @@ encoded characters. ``--decoder cell`` uses the recurrent decoder
 ``keras.layers.RNN(AttentionRNNCell(LSTMCell, BahdanauAttention))`` instead.
 Evaluation decodes greedily (the model reads its own previous output).
 
+``--distribute data`` trains and evaluates under ``keras.distribution``'s
+DataParallel, ``--distribute model`` under ModelParallel with the attention
+layer's projections sharded by units (``attnkit.distribution.layout_map``);
+both need the JAX backend, and on a CPU host run on virtual devices.
+
 Output: exact-match accuracy on the held-out dates, a few translations, the
 share of held-out examples whose year digits attend inside the input's year,
 the model as ``dates.keras`` and the alignments of a few inputs as
@@ -61,6 +66,7 @@ def add_arguments(parser):
         "steps; cell: RNN(AttentionRNNCell(LSTMCell, BahdanauAttention)) "
         "(default: additive)",
     )
+    common.add_distribution_arguments(parser)
 
 
 def held_out(n, train_texts, seed):
@@ -81,23 +87,33 @@ def held_out(n, train_texts, seed):
 
 def run(args):
     import keras
+
+    from attnkit.models import date_translator as dt
+
+    try:
+        # Before seeding: on a CPU host it may still set JAX's device count.
+        dist = common.distribute(args, [dt.ATTENTION_LAYER, dt.MECHANISM_LAYER])
+    except ValueError as error:
+        print(f"attnkit demo dates: {error}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, dist)
+    finally:
+        if dist is not None:
+            keras.distribution.set_distribution(None)
+
+
+def _run(args, dist):
+    import keras
     import numpy as np
 
-    import attnkit.layers
     from attnkit.data import dates
     from attnkit.models import date_translator as dt
     from attnkit.viz import plot_alignments, save_figure
 
-    needed = {"cell": "AttentionRNNCell", "additive": "AdditiveAttention"}
-    if not hasattr(attnkit.layers, needed[args.decoder]):
-        print(
-            "attnkit demo dates is not available yet "
-            f"(needs attnkit.layers.{needed[args.decoder]}).",
-            file=sys.stderr,
-        )
-        return 2
-
     out = common.start(args, NAME)
+    if dist is not None:
+        print(f"    {dist}", flush=True)
     common.step("generating dates")
     texts, _, x, y = dates.load(args.samples, args.seed)
     test_texts, test_isos, x_test, y_test = held_out(args.test_samples, texts, args.seed)
@@ -106,8 +122,29 @@ def run(args):
         f"e.g. {texts[0]!r} -> {dates.decode_machine(y[:1])[0]!r}"
     )
 
+    eval_batch = 512
+    if dist is not None:
+        texts, x, y = dist.trim(texts, x, y)  # every batch splits over the devices
+        eval_batch = dist.batch(eval_batch)
+
+    def translate(x):
+        n = len(x)
+        x = dist.pad(x) if dist is not None else x
+        return dt.greedy_translate(model, x, batch_size=eval_batch)[:n]
+
+    def alignments(x, targets):
+        n = len(x)
+        if dist is not None:
+            x, targets = dist.pad(x), dist.pad(targets)
+        return dt.alignments(model, x, targets, batch_size=eval_batch)[:n]
+
     common.step("training")
     model = dt.build_training_model(args.decoder, seed=args.seed)
+    if dist is not None and dist.kind == "model":
+        for v in model.weights:
+            spec = tuple(v.value.sharding.spec)
+            if any(axis is not None for axis in spec):
+                print(f"    sharded {v.path} {tuple(v.shape)} as {spec}", flush=True)
     steps = args.epochs * math.ceil(len(x) / args.batch_size)
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, steps)),
@@ -124,14 +161,14 @@ def run(args):
     )
 
     common.step("evaluating on held-out dates (greedy decoding)")
-    pred = dates.decode_machine(dt.greedy_translate(model, x_test))
+    pred = dates.decode_machine(translate(x_test))
     correct = sum(p == t for p, t in zip(pred, test_isos, strict=True))
     accuracy = correct / len(test_isos)
     print(
         f"exact-match accuracy: {100 * accuracy:.2f}% ({correct}/{len(test_isos)})",
         flush=True,
     )
-    weights = dt.alignments(model, x_test, dates.encode_machine(pred))
+    weights = alignments(x_test, dates.encode_machine(pred))
     year_rate = dt.year_attention_rate(weights, test_texts)
     digit_rate = dt.year_attention_rate(weights, test_texts, per_digit=True)
     print(
@@ -143,7 +180,7 @@ def run(args):
 
     shown = list(SHOWN)
     x_shown = dates.encode_human(shown)
-    shown_pred = dates.decode_machine(dt.greedy_translate(model, x_shown))
+    shown_pred = dates.decode_machine(translate(x_shown))
     for text, iso in zip(shown, shown_pred, strict=True):
         print(f"    {text:<24} -> {iso}")
     wrong = [(t, p, r) for t, p, r in zip(test_texts, pred, test_isos, strict=True) if p != r]
@@ -152,7 +189,7 @@ def run(args):
 
     common.step("saving")
     common.report("model", common.save_model(model, out / f"{NAME}.keras"))
-    w = dt.alignments(model, x_shown, dates.encode_machine(shown_pred))
+    w = alignments(x_shown, dates.encode_machine(shown_pred))
     width = max(len(t) for t in shown) + 1  # a padding column shows the mask
     fig = plot_alignments(
         w[:, :, :width],
