@@ -252,3 +252,20 @@ def test_value_head_size_may_differ_from_key(dv, impl, rng):
     )
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cosine_score_in_float16_does_not_underflow():
+    """|q|² of a small float16 vector underflows to 0; cosine is scale-free."""
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(2, 3, 4))
+    k = rng.normal(size=(2, 5, 4))
+    v = rng.normal(size=(2, 5, 4))
+    half = [keras.ops.cast(x, "float16") for x in (u, k, v)]
+    small = keras.ops.cast(1e-4 * u, "float16")  # squares ~1e-8: below float16's range
+    for impl in ("naive", "chunked"):
+        expected = keras.ops.convert_to_numpy(attention(*half, score="cosine", implementation=impl))
+        out = keras.ops.convert_to_numpy(
+            attention(small, *half[1:], score="cosine", implementation=impl)
+        )
+        assert np.all(np.isfinite(out)), impl
+        np.testing.assert_allclose(out.astype("float32"), expected.astype("float32"), atol=4e-3)

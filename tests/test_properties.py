@@ -4,6 +4,9 @@
 examples across the three backends (HYPOTHESIS_PROFILE=fuzz).
 """
 
+import os
+
+import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
@@ -19,7 +22,7 @@ EXAMPLES = {"count": 0}
 
 
 @st.composite
-def problems(draw):
+def problems(draw, scales=(0.5, 1.0, 4.0)):
     layout = draw(st.sampled_from(["3d", "4d", "gqa"]))
     b = draw(st.integers(1, 2))
     tq = draw(st.integers(1, 9))
@@ -32,7 +35,7 @@ def problems(draw):
         h = hkv * (1 if layout == "4d" else draw(st.sampled_from([2, 3])))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    scale = draw(st.sampled_from([0.5, 1.0, 4.0]))
+    scale = draw(st.sampled_from(scales))
 
     def tensor(t, heads, dim):
         shape = (b, t, dim) if heads is None else (b, t, heads, dim)
@@ -101,5 +104,54 @@ def test_permuting_keys_and_values_together_changes_nothing(problem):
     np.testing.assert_allclose(wp, w[..., perm], rtol=1e-5, atol=1e-6)
 
 
+# Relative precision of the half types (unit roundoff 2^-11 and 2^-8), and the
+# output tolerance it implies: the scores q·k are formed in the input type, so a
+# logit of size |s| carries an error of about |s|·eps, which moves the weights
+# by as much and the output by that times max|v|.
+HALF_EPS = {"float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+@given(problems(scales=(0.5, 1.0)), st.sampled_from(sorted(HALF_EPS)))
+def test_half_precision_stays_finite_and_exact_on_masks(problem, dtype):
+    q, k, v, kwargs, block = problem
+    EXAMPLES["count"] += 1
+    cast = {"q": q, "k": k, "v": v}
+    if "bias" in kwargs:
+        cast["bias"] = kwargs["bias"]
+    half = {name: keras.ops.cast(x, dtype) for name, x in cast.items()}
+    rounded = {
+        name: to_numpy(keras.ops.cast(x, "float32")).astype("float64") for name, x in half.items()
+    }
+    kw = dict(kwargs)
+    ref_kw = dict(kwargs)
+    if "bias" in kw:
+        kw["bias"], ref_kw["bias"] = half["bias"], rounded["bias"]
+    expected, expected_w = reference_attention(rounded["q"], rounded["k"], rounded["v"], **ref_kw)
+    naive, w = attention(
+        half["q"], half["k"], half["v"], implementation="naive", return_weights=True, **kw
+    )
+    chunked = attention(
+        half["q"], half["k"], half["v"], implementation="chunked", block_size=block, **kw
+    )
+    assert keras.backend.standardize_dtype(naive.dtype) == dtype
+    assert keras.backend.standardize_dtype(chunked.dtype) == dtype
+    naive, chunked = (to_numpy(keras.ops.cast(x, "float32")) for x in (naive, chunked))
+    w = to_numpy(keras.ops.cast(w, "float32"))
+    for out in (naive, chunked, w):
+        assert np.all(np.isfinite(out))
+    assert np.all(w[expected_w == 0] == 0)  # masked keys: exactly zero, in half too
+    sums = w.sum(-1)
+    tv = w.shape[-1]
+    assert np.all(np.isclose(sums, 1.0, atol=4 * tv * HALF_EPS[dtype]) | (sums == 0))
+    logit = np.abs(rounded["q"]).max() * np.abs(rounded["k"]).max() * q.shape[-1] + 1.0
+    atol = HALF_EPS[dtype] * logit * max(1.0, np.abs(rounded["v"]).max())
+    np.testing.assert_allclose(naive, expected, atol=atol, rtol=0)
+    np.testing.assert_allclose(chunked, expected, atol=atol, rtol=0)
+
+
 def teardown_module(module):
     print(f"\nhypothesis examples run in {module.__name__}: {EXAMPLES['count']}")
+    log = os.environ.get("ATTNKIT_FUZZ_LOG")
+    if log:  # `make fuzz` sums the backends' counts
+        with open(log, "a") as f:
+            f.write(f"{keras.backend.backend()} {EXAMPLES['count']}\n")

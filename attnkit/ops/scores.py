@@ -16,6 +16,8 @@ import math
 
 from keras import ops
 
+from attnkit.ops.softmax import softmax_dtype
+
 
 def dot_score(query, key):
     """Luong 2015 "dot": ``qᵀk``."""
@@ -29,13 +31,20 @@ def scaled_dot_score(query, key):
 
 
 def _l2_normalize(x, eps=1e-12):
-    # sqrt(sum x²) clipped away from 0 so a zero vector scores 0, not NaN.
+    # In at least float32: in float16 the squares of small entries underflow
+    # and eps itself rounds to 0, which turned a small vector into inf/NaN.
+    # sqrt(sum x²) is clipped away from 0 so a zero vector scores 0, not NaN.
+    x = ops.cast(x, softmax_dtype(x.dtype))
     norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
     return x / norm
 
 
 def cosine_score(query, key):
-    """Cosine similarity ``(q/|q|)ᵀ(k/|k|)``; the temperature is ``scale``."""
+    """Cosine similarity ``(q/|q|)ᵀ(k/|k|)``; the temperature is ``scale``.
+
+    Computed in at least float32 (the logits are float32 anyway), so half
+    inputs neither underflow nor lose the similarity's digits.
+    """
     return dot_score(_l2_normalize(query), _l2_normalize(key))
 
 
