@@ -171,3 +171,37 @@ def test_beam_never_ranks_below_greedy_with_keep_greedy():
     np.testing.assert_array_equal(to_np(tokens), to_np(g_tokens))
     np.testing.assert_allclose(to_np(score), to_np(g_score), rtol=1e-6)
     np.testing.assert_array_equal(to_np(length), [3])
+
+
+@pytest.mark.parametrize(
+    "target", [b for b in ("jax", "torch", "tensorflow") if b != keras.backend.backend()]
+)
+def test_decoding_is_identical_on_every_backend(target):
+    """Same weights, same memory: the same tokens and scores on each backend."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
+    import decode_check
+
+    here = decode_check.run()
+    env = dict(os.environ, KERAS_BACKEND=target, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, decode_check.__file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(there) == set(here) == {"bahdanau", "location_sensitive", "monotonic_hard"}
+    for name in here:
+        for kind in ("greedy", "beam"):
+            a, b = here[name][kind], there[name][kind]
+            assert a["tokens"] == b["tokens"], (name, kind, target)
+            assert a["lengths"] == b["lengths"], (name, kind, target)
+            np.testing.assert_allclose(b["scores"], a["scores"], rtol=1e-5, atol=1e-5)
