@@ -34,3 +34,20 @@ def test_default_demo_reaches_99_5_percent_and_reads_years_from_the_year(capsys,
     assert correct / len(isos) >= 0.995
     weights = dt.alignments(model, x, pred)  # (2000, Ty, Tx)
     assert dt.year_attention_rate(weights, texts) >= 0.95
+
+
+@pytest.mark.slow
+def test_attention_rnn_cell_decoder_reaches_99_percent(capsys, tmp_path):
+    """Bi-LSTM encoder, ``RNN(AttentionRNNCell(LSTMCell, BahdanauAttention))`` decoder."""
+    rc = cli.main(["demo", "dates", "--decoder", "cell", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    match = re.search(r"exact-match accuracy: ([\d.]+)% \((\d+)/(\d+)\)", out)
+    assert match, out
+    assert int(match[3]) >= 2000
+    assert float(match[1]) >= 99.0, out
+    model = keras.saving.load_model(tmp_path / "dates.keras")
+    cells = [layer.cell for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+    assert [type(c).__name__ for c in cells] == ["AttentionRNNCell"]
+    assert type(cells[0].cell).__name__ == "LSTMCell"
+    assert type(cells[0].mechanism).__name__ == "BahdanauAttention"
