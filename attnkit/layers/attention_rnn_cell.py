@@ -17,8 +17,9 @@ class AttentionRNNCell(keras.layers.Layer):
     batch, Tv memory length, Dv memory size, A attention size. Each step,
     with step input `x_t` and the state of the previous step:
 
-    1. cell input `[x_t; a_{t-1}]` (the previous attention vector);
-    2. `o_t, s_t = cell([x_t; a_{t-1}], s_{t-1})`;
+    1. cell input `[x_t; a_{t-1}]` (the previous attention vector), or
+       `cell_input_fn(x_t, a_{t-1})`;
+    2. `o_t, s_t = cell(cell input, s_{t-1})`;
     3. alignment `α_t = mechanism(query=o_t, memory, α_{t-1})` (B, Tv)
        (the query is the wrapped cell's new output, as in tensorflow-addons);
     4. context `c_t = Σ_j α_tj h_j` (B, Dv);
@@ -57,6 +58,12 @@ class AttentionRNNCell(keras.layers.Layer):
             cell output `o_t` (Bahdanau). Defaults to `True`.
         attention_activation: activation of the attention layer (Luong uses
             `"tanh"`). Defaults to `None`.
+        cell_input_fn: `f(inputs (B, Di), attention (B, A)) -> (B, Dc)`, the
+            wrapped cell's input, written with `keras.ops` (tensorflow-addons'
+            `cell_input_fn`); `None` concatenates `[inputs; attention]`. It
+            is saved by name: register it with
+            `keras.saving.register_keras_serializable` so that models reload
+            in safe mode (a lambda does not). Defaults to `None`.
         memory_shape: `(Tv, Dv)` of the memory. Learned from the first
             `get_initial_state(memory=...)` when `None`; it is needed before
             the cell is wrapped in `keras.layers.RNN` (for `state_size`), and
@@ -100,9 +107,18 @@ class AttentionRNNCell(keras.layers.Layer):
         output_attention=True,
         attention_activation=None,
         memory_shape=None,
+        cell_input_fn=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if isinstance(cell_input_fn, (dict, str)):
+            cell_input_fn = keras.saving.deserialize_keras_object(cell_input_fn)
+        if cell_input_fn is not None and not callable(cell_input_fn):
+            raise ValueError(
+                "`cell_input_fn` must be a function f(inputs, attention) -> cell input, "
+                f"or None for their concatenation. Received: cell_input_fn={cell_input_fn!r}"
+            )
+        self.cell_input_fn = cell_input_fn
         if isinstance(cell, dict):
             cell = keras.saving.deserialize_keras_object(cell)
         if isinstance(mechanism, dict):
@@ -289,7 +305,7 @@ class AttentionRNNCell(keras.layers.Layer):
     def build(self, input_shape):
         length, depth = self._require_memory_shape()
         input_dim = input_shape[-1]
-        cell_input_shape = (input_shape[0], input_dim + self._attention_size)
+        cell_input_shape = (input_shape[0], self._cell_input_dim(input_dim))
         if not self.cell.built:
             self.cell.build(cell_input_shape)
         query_dim = self._cell_output_size
@@ -304,6 +320,28 @@ class AttentionRNNCell(keras.layers.Layer):
         if self.attention_layer is not None and not self.attention_layer.built:
             self.attention_layer.build((input_shape[0], query_dim + depth))
 
+    def _cell_input(self, inputs, attention):
+        attention = ops.cast(attention, inputs.dtype)
+        if self.cell_input_fn is None:
+            return ops.concatenate([inputs, attention], axis=-1)
+        return self.cell_input_fn(inputs, attention)
+
+    def _cell_input_dim(self, input_dim):
+        if self.cell_input_fn is None:
+            return input_dim + self._attention_size
+        # The function's output size, from one row of zeros.
+        probe = self._cell_input(
+            ops.zeros((1, input_dim), self.compute_dtype),
+            ops.zeros((1, self._attention_size), self.compute_dtype),
+        )
+        if len(probe.shape) != 2:
+            raise ValueError(
+                "`cell_input_fn` must return a (B, Dc) tensor for inputs (B, Di) and "
+                f"attention (B, A). Received: cell_input_fn={self.cell_input_fn!r} "
+                f"returning shape {tuple(probe.shape)}"
+            )
+        return probe.shape[-1]
+
     def call(self, inputs, states, training=None):
         states = list(states)[1:]  # states[0] is the last output
         n_cell = len(self._cell_state_sizes)
@@ -316,7 +354,7 @@ class AttentionRNNCell(keras.layers.Layer):
         memory = ops.reshape(flat, (ops.shape(flat)[0], -1, depth))  # (B, Tv, Dv)
         memory_mask = ops.cast(mask, "bool")  # (B, Tv)
 
-        cell_inputs = ops.concatenate([inputs, ops.cast(attention, inputs.dtype)], axis=-1)
+        cell_inputs = self._cell_input(inputs, attention)
         cell_output, new_cell_states = self.cell(cell_inputs, cell_states, training=training)
         if not isinstance(new_cell_states, (list, tuple)):
             new_cell_states = [new_cell_states]
@@ -363,6 +401,9 @@ class AttentionRNNCell(keras.layers.Layer):
             if self.attention_activation is not None
             else None,
             "memory_shape": None if self.memory_shape is None else list(self.memory_shape),
+            "cell_input_fn": None
+            if self.cell_input_fn is None
+            else keras.saving.serialize_keras_object(self.cell_input_fn),
         }
 
 
