@@ -136,3 +136,42 @@ def test_errors():
         MonotonicAttention(units=3, inference_mode="x")
     with pytest.raises(ValueError, match="Received: score_bias_init='a'"):
         MonotonicAttention(units=3, score_bias_init="a")
+
+
+def test_sigmoid_noise_trains_inside_the_rnn_loop_on_every_backend():
+    """model.fit through keras.layers.RNN (a lax.scan on JAX) with pre-sigmoid noise."""
+    tx, ty = 5, 4
+    x = keras.Input((tx,), dtype="int32")
+    y_in = keras.Input((ty,), dtype="int32")
+    e = keras.layers.Embedding(7, 4, mask_zero=True)(x)
+    memory = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=True))(e)
+    mech = MonotonicAttention(4, sigmoid_noise=1.0, seed=3)
+    cell = AttentionRNNCell(keras.layers.LSTMCell(8), mech, attention_layer_size=6)
+    state = cell.get_initial_state(memory=memory, memory_mask=ops.not_equal(x, 0))
+    h = keras.layers.RNN(cell, return_sequences=True)(
+        keras.layers.Embedding(7, 4)(y_in), initial_state=state
+    )
+    model = keras.Model([x, y_in], keras.layers.Dense(7, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    xs = rng.integers(1, 7, size=(16, tx)).astype("int32")
+    ys = rng.integers(1, 7, size=(16, ty)).astype("int32")
+    history = model.fit([xs, ys], ys, epochs=3, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # Noise in training only: two training calls differ, inference repeats.
+    t1, t2 = (to_np(model([xs, ys], training=True)) for _ in range(2))
+    assert not np.allclose(t1, t2)
+    p1, p2 = (model.predict([xs, ys], verbose=0) for _ in range(2))
+    np.testing.assert_array_equal(p1, p2)
+    # Within one sequence the noise is fresh at every step: the standalone
+    # layer on a constant query gives different noisy energies per step.
+    q = np.ones((1, 6, 4), "float32")
+    v = rng.normal(size=(1, 5, 4)).astype("float32")
+    noisy = MonotonicAttention(3, mode="recursive", sigmoid_noise=2.0, seed=0, score_bias_init=0.0)
+    _, a = noisy([q, v], return_attention_scores=True, training=True)
+    quiet = MonotonicAttention(3, mode="recursive", seed=0, score_bias_init=0.0)
+    quiet([q, v])
+    quiet.set_weights(noisy.get_weights())
+    _, b = quiet([q, v], return_attention_scores=True, training=True)
+    assert not np.allclose(to_np(a), to_np(b))

@@ -7,7 +7,7 @@ from keras import ops
 
 from attnkit.layers import _base
 from attnkit.layers.mechanisms import AttentionMechanism
-from attnkit.ops import alignment
+from attnkit.ops import alignment, counter_noise
 
 SCORES = ("bahdanau", "luong")
 MODES = ("parallel", "recursive", "hard")
@@ -16,6 +16,26 @@ MODES = ("parallel", "recursive", "hard")
 def first_position(template):
     """α_0 = [1, 0, ..., 0] (B, Tv) from a zero template."""
     return ops.pad(template[:, 1:], [(0, 0), (1, 0)], constant_values=1.0)
+
+
+class _NoiseSeeds(keras.layers.Layer):
+    """Draws the per-example noise seeds ``(B, counter_noise.STATE_SIZE)``.
+
+    A layer, so that the draw is a node of a functional model (it runs at
+    every call, outside the recurrent loop, where a ``SeedGenerator`` works
+    on every backend) and so that its generator's state is tracked.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True
+
+    def call(self, template):
+        return counter_noise.initial_state(ops.shape(template)[0], self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], counter_noise.STATE_SIZE)
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -140,7 +160,12 @@ class MonotonicAttention(AttentionMechanism):
         self.inference_mode = inference_mode
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.seed_generator = keras.random.SeedGenerator(seed) if self.sigmoid_noise > 0 else None
+        # The noise is drawn inside the decoder's loop, where a SeedGenerator
+        # cannot advance on JAX; it comes from a counter-based generator whose
+        # seeds and step count travel in the recurrent state instead.
+        self._noise_seeds = None
+        if self.sigmoid_noise > 0:
+            self._noise_seeds = _NoiseSeeds(seed, dtype="float32", name="noise_seeds")
         self.supports_masking = True
 
     def build_mechanism(self, query_dim, memory_dim, input_dim=None):
@@ -159,6 +184,14 @@ class MonotonicAttention(AttentionMechanism):
     def initial_alignment(self, template):
         return first_position(template)
 
+    def state_sizes(self, memory_length):
+        return [counter_noise.STATE_SIZE] if self._noise_seeds is not None else []
+
+    def initial_states(self, template):
+        if self._noise_seeds is None:
+            return []
+        return [self._noise_seeds(template)]
+
     def step(self, query, memory, mask, previous, states, inputs=None, training=None):
         if self.score == "bahdanau":
             energies = self._bahdanau_energies(query, memory)
@@ -166,9 +199,12 @@ class MonotonicAttention(AttentionMechanism):
             energies = self._luong_energies(query, memory, "general")
         energies = ops.cast(energies, "float32") + ops.cast(self.score_bias, "float32")  # (B, Tv)
         mode = self.mode if training else (self.inference_mode or self.mode)
-        if training and self.sigmoid_noise > 0:
-            noise = keras.random.normal(ops.shape(energies), seed=self.seed_generator)
-            energies = energies + self.sigmoid_noise * noise
+        new_states = []
+        if self._noise_seeds is not None:
+            noise, noise_state = counter_noise.normal(states[0], energies)
+            new_states = [noise_state]
+            if training:
+                energies = energies + self.sigmoid_noise * noise
         if mode == "hard":
             p_choose = ops.cast(energies > 0, "float32")
         else:
@@ -180,7 +216,7 @@ class MonotonicAttention(AttentionMechanism):
             "recursive": alignment.monotonic_recursive,
             "hard": alignment.monotonic_hard,
         }[mode]
-        return fn(p_choose, previous), []
+        return fn(p_choose, previous), new_states
 
     def get_config(self):
         return {
