@@ -71,7 +71,12 @@ class MonotonicAttention(AttentionMechanism):
         score: `"bahdanau"` or `"luong"`. Defaults to `"bahdanau"`.
         mode: `"parallel"`, `"recursive"` or `"hard"`. Defaults to `"parallel"`.
         sigmoid_noise: standard deviation of the pre-sigmoid noise in
-            training. Defaults to `0.0`.
+            training. The noise is fresh at every step and every call; it
+            comes from a counter-based generator (`attnkit.ops.counter_noise`)
+            whose per-example seeds and step count are an extra recurrent
+            state, so it also works inside `keras.layers.RNN`'s traced loop
+            on JAX, and a given seed draws the same noise on every backend.
+            Defaults to `0.0`.
         score_bias_init: initial value of `r` (negative: the alignment starts
             by moving on). Defaults to `-4.0`.
         normalize: weight-normalised energy (paper eq. 16). Defaults to `True`.
