@@ -71,7 +71,7 @@ class AttentionMechanism(keras.layers.Layer):
         if mask is not None:
             query_mask, value_mask = mask[0], mask[1]
         tq = query.shape[1]
-        if tq is None:
+        if not isinstance(tq, int):  # None, or a JAX symbolic dimension
             raise ValueError(
                 f"{type(self).__name__} runs its recursion over a static query "
                 f"length. Received: query.shape={tuple(query.shape)}"

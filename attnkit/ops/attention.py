@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import keras
 from keras import ops
 
 from attnkit.ops import masks as masks_lib
@@ -75,11 +76,26 @@ class Problem:
         return ops.reshape(weights, (shape[0], self.num_heads, shape[3], shape[4]))
 
 
+def _as_float_tensor(x, name):
+    """``x`` as a floating-point tensor, or a ValueError naming the argument."""
+    if x is None:
+        raise ValueError(f"`{name}` must be a floating-point tensor. Received: {name}=None")
+    try:
+        tensor = ops.convert_to_tensor(x)
+    except (TypeError, ValueError) as error:  # each backend words it differently
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor. Received: {name}={x!r:.200}"
+        ) from error
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if "float" not in dtype:
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor. Received: {name}.dtype={dtype}"
+        )
+    return tensor
+
+
 def _static_shape(x, name):
-    shape = getattr(x, "shape", None)
-    if shape is None:
-        raise ValueError(f"`{name}` must be a tensor. Received: {name}={x!r}")
-    return tuple(shape)
+    return tuple(x.shape)
 
 
 def _check_dims(a, b, what, names):
@@ -140,9 +156,9 @@ def prepare(
     scale=None,
 ) -> Problem:
     """Validates a request and maps it to the grouped layout."""
-    query = ops.convert_to_tensor(query)
-    key = ops.convert_to_tensor(key)
-    value = ops.convert_to_tensor(value)
+    query = _as_float_tensor(query, "query")
+    key = _as_float_tensor(key, "key")
+    value = _as_float_tensor(value, "value")
     q_shape = _static_shape(query, "query")
     k_shape = _static_shape(key, "key")
     v_shape = _static_shape(value, "value")
