@@ -22,13 +22,10 @@ def test_sequences_follow_the_paper(task, min_length):
         np.testing.assert_array_equal(markers[row, n:], 0.0)
         assert markers[row, 0] == -1 and markers[row, n - 1] == -1
         first, second = np.flatnonzero(markers[row] == 1)
-        assert markers[row, 1 : n - 1][markers[row, 1 : n - 1] != 1].tolist() == [0] * (
-            n - 4
-        )
+        assert markers[row, 1 : n - 1][markers[row, 1 : n - 1] != 1].tolist() == [0] * (n - 4)
         # N1 in [1, 9], N2 in [1, T/2 - 2] (moved on by one when equal to N1).
         assert any(
-            1 <= a <= 9 and 1 <= b <= n // 2 - 1
-            for a, b in ((first, second), (second, first))
+            1 <= a <= 9 and 1 <= b <= n // 2 - 1 for a, b in ((first, second), (second, first))
         )
         x1, x2 = values[row, first], values[row, second]
         want = 0.5 + (x1 + x2) / 4 if task == "addition" else x1 * x2
