@@ -22,15 +22,25 @@ def _auto(problem, return_weights=False, dropout_active=False):
 
 
 def test_auto_follows_the_measured_table():
-    small, large = _problem(64, 64), _problem(2048, 2048)
-    below = {"torch": "fused", "tensorflow": "fused", "jax": "naive"}[BACKEND]
-    above = "fused" if BACKEND == "torch" else "chunked"
-    assert _auto(small) == below and _auto(large) == above
     n = int(dispatch.CHUNKED_MIN_PAIRS[BACKEND] ** 0.5)
-    assert _auto(_problem(n, n)) == below
-    assert _auto(_problem(n, n + 1)) == above
+    if BACKEND == "tensorflow":
+        # keras' kernel while B·H·Tq·Tv fits the budget, chunked beyond.
+        budget = dispatch.FUSED_MAX_SCORES["tensorflow"]  # 2**29
+        assert _auto(_problem(64, 64)) == "fused"
+        assert _auto(_problem(8192, 8192, heads=8)) == "fused"  # exactly 2**29
+        assert _auto(_problem(8192, 8193, heads=8)) == "chunked"
+        assert _auto(_problem(16384, 16384, heads=2)) == "fused"
+        assert 2 * 16384 * 16385 > budget and _auto(_problem(16384, 16385, heads=2)) == "chunked"
+    else:
+        small, large = _problem(64, 64), _problem(2048, 2048)
+        below = {"torch": "fused", "jax": "naive"}[BACKEND]
+        above = "fused" if BACKEND == "torch" else "chunked"
+        assert _auto(small) == below and _auto(large) == above
+        assert _auto(_problem(n, n)) == below
+        assert _auto(_problem(n, n + 1)) == above
     # Without the fused kernel (cosine scores), small problems stay naive.
     assert _auto(_problem(n, n, score="cosine")) == "naive"
+    assert _auto(_problem(n, n + 1, score="cosine")) == "chunked"
 
 
 def test_auto_never_picks_fused_for_what_it_cannot_do():

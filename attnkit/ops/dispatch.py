@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 # Above this many (query, key) pairs per head, "auto" takes the chunked path
-# (on torch: only when the fused kernel cannot serve the call). Measured on a
+# (on torch and TensorFlow: when the fused kernel does not take the call). Measured on a
 # 2-core CPU, forward, B=1, H=8, D=64 (docs/BENCHMARKS.md, "Dispatch table";
 # on TensorFlow at or below the threshold the fused kernel is used):
 # on JAX chunked beats naive from N=512 on (13 vs 24 ms) and by 3-10x from
@@ -18,6 +18,13 @@ CHUNKED_MIN_PAIRS = {"jax": 256 * 256, "tensorflow": 1024 * 1024, "torch": 1024 
 # The threshold attnkit.layers.MultiHeadAttention applies when flash attention
 # is switched off.
 NAIVE_MAX_PAIRS = 512 * 512
+# On TensorFlow, keras' kernel (plain batched matmuls in the (B, H, T, D)
+# layout) ran 1.5-1.7x faster than chunked at N=4096 and 8192 (287 vs 418 ms,
+# 924 vs 1470 ms, B=1, H=8, D=64), at the price of materialising the
+# (B, H, Tq, Tv) scores: 2.9 GiB peak at N=8192 against 1.3 GiB. "auto" takes
+# it while the scores stay within this many elements (2 GiB of float32; an
+# unknown batch counts as 1), and the O(N)-memory chunked path beyond.
+FUSED_MAX_SCORES = {"tensorflow": 2**29}
 
 
 def fused_supports(problem, return_weights, dropout_active):
@@ -29,6 +36,13 @@ def fused_supports(problem, return_weights, dropout_active):
     if problem.score_name != "dot":
         return f"it only computes dot-product scores (score={problem.score_name or 'callable'})"
     return None
+
+
+def score_elements(problem):
+    """B·H·Tq·Tv, the size of the scores a materialising kernel holds (B unknown: 1)."""
+    batch = problem.query.shape[0]
+    batch = 1 if batch is None else batch
+    return batch * problem.num_heads * problem.query_length * problem.key_length
 
 
 def chunked_supports(problem, return_weights, dropout_active):
@@ -63,13 +77,11 @@ def choose(problem, implementation, return_weights, dropout_active):
     tq, tv = problem.query_length, problem.key_length
     pairs = None if tq is None or tv is None else tq * tv
     if (
-        backend == "tensorflow"
+        backend in FUSED_MAX_SCORES
         and pairs is not None
-        and pairs <= CHUNKED_MIN_PAIRS["tensorflow"]
+        and score_elements(problem) <= FUSED_MAX_SCORES[backend]
         and fused_supports(problem, return_weights, dropout_active) is None
     ):
-        # keras' TensorFlow kernel beat naive at N <= 1024 in both runs
-        # (35 vs 114 ms, 64 vs 79 ms); above, its N×N buffers cost memory.
         return "fused"
     if chunked_supports(problem, return_weights, dropout_active) is None:
         threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
