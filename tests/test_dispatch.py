@@ -95,3 +95,18 @@ def test_fused_shares_grouped_heads_and_masks_rows(rng):
     naive = to_numpy(attention(q, k, k, mask=mask, implementation="naive"))
     np.testing.assert_allclose(fused, naive, atol=2e-6, rtol=0)
     assert np.all(fused[1, :3] == 0)
+
+
+@pytest.mark.parametrize("shape", [(600, 600), (700, 530)])
+def test_fused_causal_matches_reference_across_query_blocks(rng, shape):
+    """On TensorFlow causal fused runs one kernel call per query block (256+ rows)."""
+    from attnkit.testing.reference import reference_attention
+
+    tq, tv = shape
+    q = rng.normal(size=(2, tq, 4, 8)).astype("float32")
+    k = rng.normal(size=(2, tv, 2, 8)).astype("float32")
+    v = rng.normal(size=(2, tv, 2, 8)).astype("float32")
+    for causal in (True, "top_left"):
+        out = to_numpy(attention(q, k, v, causal=causal, implementation="fused"))
+        expected, _ = reference_attention(q, k, v, causal=causal)
+        np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0, err_msg=str(causal))

@@ -77,19 +77,59 @@ def attend(problem):
             else:
                 pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
                 query, key = ops.pad(query, pad), ops.pad(key, pad)
-        out = ops.dot_product_attention(
-            query,
-            key,
-            value,
-            bias=bias,
-            mask=mask,
-            scale=1.0,
-            is_causal=simple_causal,
-        )[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
+        if keras.backend.backend() == "tensorflow" and simple_causal:
+            out = _causal_in_query_blocks(query, key, value, problem.key_length)
+        else:
+            out = ops.dot_product_attention(
+                query,
+                key,
+                value,
+                bias=bias,
+                mask=mask,
+                scale=1.0,
+                is_causal=simple_causal,
+            )
+        out = out[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
     if row_has_key is not None:
         keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
         out = out * keep
     return ops.reshape(out, (batch, tq, kv_heads, groups, problem.value.shape[-1]))
+
+
+# Causal attention through a materialising kernel computes and then discards
+# the masked half of the scores. Split into this many query blocks, block i
+# needs only the keys up to its last row: sum_i (i + 1) / n^2 = 0.56 of the
+# work at n = 8, and 1/8 of the score memory. Measured on TensorFlow (one
+# process, alternating calls, N=4096/8192): 0.58-0.59x the time of keras'
+# causal kernel and 0.78x of non-causal (4 blocks: 0.90x, 16: 0.73-0.79x).
+CAUSAL_QUERY_BLOCKS = 8
+
+
+def _causal_in_query_blocks(query, key, value, key_length):
+    """Top-left causal attention (B, Tq, H, D) as one kernel call per query block.
+
+    Row r sees keys 0..r. Each block's rows see their whole key prefix, so
+    every block is an exact softmax on its own (no rescaling across blocks).
+    """
+    tq = query.shape[1]
+    size = max(256, -(-tq // CAUSAL_QUERY_BLOCKS))
+    outs = []
+    for start in range(0, tq, size):
+        stop = min(start + size, tq)
+        visible = min(stop, key_length)  # keys 0 .. stop - 1
+        rows = ops.arange(start, stop)[:, None]
+        cols = ops.arange(visible)[None, :]
+        mask = ops.greater_equal(rows, cols)[None, None]  # (1, 1, rows, keys)
+        outs.append(
+            ops.dot_product_attention(
+                query[:, start:stop],
+                key[:, :visible],
+                value[:, :visible],
+                mask=mask,
+                scale=1.0,
+            )
+        )
+    return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
 
 
 def _heads_layout(x, heads):
