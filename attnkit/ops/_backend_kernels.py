@@ -120,8 +120,8 @@ def _torch_flash(query, key, value, mask, cfg):
     return _torch_function().apply(query, key, value, mask, cfg)
 
 
-def torch_sdpa(query, key, value, mask=None, is_causal=False):
-    """``F.scaled_dot_product_attention`` in the (B, T, H, D) layout, scale 1,
+def torch_sdpa(query, key, value, mask=None, is_causal=False, scale=1.0):
+    """``F.scaled_dot_product_attention`` in the (B, T, H, D) layout,
     grouped-query heads shared without copies. ``mask`` bool (B|1, H|1, Tq, Tv)."""
     import torch.nn.functional as F
 
@@ -134,7 +134,7 @@ def torch_sdpa(query, key, value, mask=None, is_causal=False):
         v,
         attn_mask=mask,
         is_causal=is_causal,
-        scale=1.0,
+        scale=scale,
         enable_gqa=q.shape[1] != k.shape[1],
     )  # (B, H, Tq, Dv)
     return out.permute(0, 2, 1, 3)

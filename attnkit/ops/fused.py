@@ -5,13 +5,15 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.ops import naive
 from attnkit.ops.masks import combine_masks, large_negative
 
 
 def attend(problem):
     """Returns the output (B, Tq, Hkv, G, Dv)."""
-    query = naive.prescaled_query(problem)
+    # The kernels scale the scores themselves (cheaper than scaling q first:
+    # a separate multiply cost 7 ms of 29 at N=1024 on torch).
+    query = problem.query
+    scale = 1.0 if problem.scale is None else float(problem.scale)
     batch, tq, kv_heads, groups, d = ops.shape(query)
     heads = kv_heads * groups
     query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
@@ -62,6 +64,7 @@ def attend(problem):
             value,
             mask=bias if bias is not None else mask,
             is_causal=simple_causal,
+            scale=scale,
         )  # (B, Tq, H, Dv)
     else:
         if keras.backend.backend() == "tensorflow" and groups > 1:
@@ -78,7 +81,7 @@ def attend(problem):
                 pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
                 query, key = ops.pad(query, pad), ops.pad(key, pad)
         if keras.backend.backend() == "tensorflow" and simple_causal:
-            out = _causal_in_query_blocks(query, key, value, problem.key_length)
+            out = _causal_in_query_blocks(query, key, value, problem.key_length, scale)
         else:
             out = ops.dot_product_attention(
                 query,
@@ -86,7 +89,7 @@ def attend(problem):
                 value,
                 bias=bias,
                 mask=mask,
-                scale=1.0,
+                scale=scale,
                 is_causal=simple_causal,
             )
         out = out[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
@@ -105,7 +108,7 @@ def attend(problem):
 CAUSAL_QUERY_BLOCKS = 8
 
 
-def _causal_in_query_blocks(query, key, value, key_length):
+def _causal_in_query_blocks(query, key, value, key_length, scale):
     """Top-left causal attention (B, Tq, H, D) as one kernel call per query block.
 
     Row r sees keys 0..r. Each block's rows see their whole key prefix, so
@@ -126,7 +129,7 @@ def _causal_in_query_blocks(query, key, value, key_length):
                 key[:, :visible],
                 value[:, :visible],
                 mask=mask,
-                scale=1.0,
+                scale=scale,
             )
         )
     return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
