@@ -106,6 +106,22 @@ class Blocking:
             keep = near if keep is None else ops.logical_and(keep, near)
         return keep
 
+    def fully_visible(self, q_start, k_start):
+        """True when no causal/window/padding entry of the block is masked; None
+        when there is no causal or window mask (nothing to decide per block)."""
+        if self.causal is None and self.window is None:
+            return None
+        q_first = q_start + self.offset
+        q_last = q_first + self.bq - 1
+        k_last = k_start + self.bk - 1
+        visible = k_last < self.tv  # no padded keys
+        if self.causal is not None:
+            visible = ops.logical_and(visible, k_last <= q_first)
+        if self.window is not None:
+            widest = ops.maximum(q_last - k_start, k_last - q_first)
+            visible = ops.logical_and(visible, widest < self.window)
+        return visible
+
     def position_mask(self, q_start, k_start):
         """(bq, bk) mask from causal, window and key padding, or None."""
         mask = None
@@ -281,6 +297,18 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
         acc0 = ops.zeros((batch, kv_heads, groups, cfg.bq, dv), dtype=dtype)
 
         def update(j, state):
+            full = cfg.fully_visible(q_start, j * cfg.bk)
+            if full is None:
+                return block_update(j, state, True)
+            # Blocks wholly inside the causal/window band skip building and
+            # applying the position mask (about a third of a block's work).
+            return ops.cond(
+                full,
+                lambda: block_update(j, state, False),
+                lambda: block_update(j, state, True),
+            )
+
+        def block_update(j, state, positional):
             m, denom, acc = state
             k_start = j * cfg.bk
             s = logits_fn(qb, ops.take(k_blocks, j, axis=0))  # (B, Hkv, G, bq, bk)
@@ -288,7 +316,7 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
             if block_bias is not None:
                 s = s + ops.cast(block_bias, dtype)
             block_mask = combine_masks(
-                cfg.position_mask(q_start, k_start),
+                cfg.position_mask(q_start, k_start) if positional else None,
                 _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
             )
             s = _masked_logits(s, block_mask, neg)
