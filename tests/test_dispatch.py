@@ -97,16 +97,40 @@ def test_fused_shares_grouped_heads_and_masks_rows(rng):
     assert np.all(fused[1, :3] == 0)
 
 
-@pytest.mark.parametrize("shape", [(600, 600), (700, 530)])
+@pytest.mark.parametrize("shape", [(600, 600), (700, 530), (900, 300)])
 def test_fused_causal_matches_reference_across_query_blocks(rng, shape):
-    """On TensorFlow causal fused runs one kernel call per query block (256+ rows)."""
+    """On TensorFlow causal fused runs over query blocks of 256+ rows, masking only
+    each block's diagonal square; (900, 300) top-left has blocks past the last key."""
+    from test_chunked import gradients, reference_gradients
+
     from attnkit.testing.reference import reference_attention
 
     tq, tv = shape
     q = rng.normal(size=(2, tq, 4, 8)).astype("float32")
     k = rng.normal(size=(2, tv, 2, 8)).astype("float32")
-    v = rng.normal(size=(2, tv, 2, 8)).astype("float32")
+    v = rng.normal(size=(2, tv, 2, 5)).astype("float32")  # Dv != D
+    g = rng.normal(size=(2, tq, 4, 5)).astype("float32")
     for causal in (True, "top_left"):
-        out = to_numpy(attention(q, k, v, causal=causal, implementation="fused"))
+        out, *grads = gradients(q, k, v, g, causal=causal, implementation="fused")
         expected, _ = reference_attention(q, k, v, causal=causal)
         np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0, err_msg=str(causal))
+        want = reference_gradients(q, k, v, g, causal=causal)
+        for name, got, ref in zip("qkv", grads, want, strict=True):
+            np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0, err_msg=f"{causal} d{name}")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fused_causal_half_precision_stays_close(rng, dtype):
+    """Half inputs: logits and softmax run in float32 (as keras' kernel does)."""
+    from attnkit.testing.reference import reference_attention
+
+    q = rng.normal(size=(1, 520, 2, 16)).astype("float32")
+    x = keras.ops.cast(q, dtype)
+    out = to_numpy(
+        keras.ops.cast(attention(x, x, x, causal=True, implementation="fused"), "float32")
+    )
+    rounded = to_numpy(keras.ops.cast(x, "float32"))
+    expected, _ = reference_attention(rounded, rounded, rounded, causal=True)
+    eps = {"float16": 2**-10, "bfloat16": 2**-7}[dtype]
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, expected, atol=8 * eps * np.abs(expected).max(), rtol=0)

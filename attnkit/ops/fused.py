@@ -100,39 +100,58 @@ def attend(problem):
 
 
 # Causal attention through a materialising kernel computes and then discards
-# the masked half of the scores. Split into this many query blocks, block i
-# needs only the keys up to its last row: sum_i (i + 1) / n^2 = 0.56 of the
-# work at n = 8, and 1/8 of the score memory. Measured on TensorFlow (one
-# process, alternating calls, N=4096/8192): 0.58-0.59x the time of keras'
-# causal kernel and 0.78x of non-causal (4 blocks: 0.90x, 16: 0.73-0.79x).
-CAUSAL_QUERY_BLOCKS = 8
+# the masked half of the scores. Split into query blocks, block i needs only
+# the keys up to its last row: sum_i (i + 1) / n^2 = 0.53 of the work at
+# n = 16, and 1/16 of the score memory. Only the block's last (rows x rows)
+# square straddles the diagonal; the keys left of it are all visible, so the
+# mask is applied to that square alone and the two score parts are joined for
+# one softmax. Written with matmuls in the (B, H, T, D) layout rather than
+# through keras' kernel, which masks the whole block (ones_like, logical_and,
+# where: three passes over the scores) and scales the scores instead of q.
+# Measured on TensorFlow, forward, B=1, H=8, D=64, one process, alternating
+# calls (docs/BENCHMARKS.md): 8 blocks through keras' kernel 0.76-0.77x of
+# non-causal; this form 0.64x at 8 blocks, 0.60-0.62x at 16, no better at 32
+# or with 128-row blocks (64-row blocks: 0.72x).
+CAUSAL_QUERY_BLOCKS = 16
+CAUSAL_MIN_BLOCK_ROWS = 256
 
 
 def _causal_in_query_blocks(query, key, value, key_length, scale):
-    """Top-left causal attention (B, Tq, H, D) as one kernel call per query block.
+    """Top-left causal attention (B, Tq, H, D) -> (B, Tq, H, Dv), blocked over queries.
 
-    Row r sees keys 0..r. Each block's rows see their whole key prefix, so
-    every block is an exact softmax on its own (no rescaling across blocks).
+    Row r sees keys 0..r (every key once r >= Tv). Each block's rows see
+    their whole key prefix, so every block is an exact softmax on its own.
     """
+    dtype = query.dtype
+    # Logits and softmax in at least float32, as keras' kernel does.
+    logits_dtype = (
+        "float32" if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16") else dtype
+    )
+    q = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, dtype)  # (B, H, Tq, D)
+    k_t = ops.transpose(key, (0, 2, 3, 1))  # (B, H, D, Tv)
+    v = ops.transpose(value, (0, 2, 1, 3))  # (B, H, Tv, Dv)
     tq = query.shape[1]
-    size = max(256, -(-tq // CAUSAL_QUERY_BLOCKS))
+    size = max(CAUSAL_MIN_BLOCK_ROWS, -(-tq // CAUSAL_QUERY_BLOCKS))
     outs = []
     for start in range(0, tq, size):
         stop = min(start + size, tq)
-        visible = min(stop, key_length)  # keys 0 .. stop - 1
-        rows = ops.arange(start, stop)[:, None]
-        cols = ops.arange(visible)[None, :]
-        mask = ops.greater_equal(rows, cols)[None, None]  # (1, 1, rows, keys)
-        outs.append(
-            ops.dot_product_attention(
-                query[:, start:stop],
-                key[:, :visible],
-                value[:, :visible],
-                mask=mask,
-                scale=scale,
-            )
-        )
-    return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
+        left = min(start, key_length)  # keys every row of the block sees
+        visible = min(stop, key_length)  # keys 0 .. visible - 1 seen by some row
+        q_block = q[:, :, start:stop]
+        parts = []
+        if left > 0:
+            parts.append(ops.cast(ops.matmul(q_block, k_t[..., :left]), logits_dtype))
+        if visible > left:
+            square = ops.cast(ops.matmul(q_block, k_t[..., left:visible]), logits_dtype)
+            rows = ops.arange(start, stop)[:, None]
+            cols = ops.arange(left, visible)[None, :]
+            seen = ops.greater_equal(rows, cols)[None, None]  # (1, 1, rows, keys)
+            parts.append(ops.where(seen, square, large_negative(logits_dtype)))
+        scores = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
+        outs.append(ops.matmul(probs, v[:, :, :visible]))  # (B, H, rows, Dv)
+    out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
+    return ops.transpose(out, (0, 2, 1, 3))
 
 
 def _heads_layout(x, heads):
