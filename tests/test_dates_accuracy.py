@@ -34,6 +34,8 @@ def test_default_demo_reaches_99_5_percent_and_reads_years_from_the_year(capsys,
     assert correct / len(isos) >= 0.995
     weights = dt.alignments(model, x, pred)  # (2000, Ty, Tx)
     assert dt.year_attention_rate(weights, texts) >= 0.95
+    # and not by attention that merely grows towards the end, where the year is
+    assert dt.year_attention_mass(weights, texts) >= 0.75
 
 
 @pytest.mark.slow

@@ -110,6 +110,25 @@ def test_year_attention_rate_per_digit_is_the_stricter():
     assert dt.year_attention_rate(weights, TEXTS) == 0.75
 
 
+def test_year_attention_mass_tells_a_ramp_from_reading_the_year():
+    peaked = _peaked(TEXTS)
+    peaked = np.where(peaked == 1.0, peaked, 0.0)  # one-hot rows
+    assert dt.year_attention_mass(peaked, TEXTS) == 1.0
+    # Shifted one left, the outputs that sat on a year's first digit land before
+    # it: 1 of 4 outputs for "1979", 2 of 4 for "79" (digits 7, 9, 7, 9).
+    shifted = np.roll(peaked, -1, axis=-1)
+    assert dt.year_attention_mass(shifted, TEXTS) == np.mean([0.75, 0.5, 0.75, 0.5])
+    # Attention growing towards the end of the input: the argmax is the year's
+    # last digit, yet most of the mass lies elsewhere.
+    ramp = np.zeros_like(peaked)
+    for i, text in enumerate(TEXTS):
+        ramp[i, :, : len(text)] = np.arange(1, len(text) + 1) / np.sum(np.arange(1, len(text) + 1))
+    assert dt.year_attention_rate(ramp, TEXTS) == 1.0
+    expected = np.mean([ramp[i, 0, slice(*dates.year_span(t))].sum() for i, t in enumerate(TEXTS)])
+    assert dt.year_attention_mass(ramp, TEXTS) == pytest.approx(expected)
+    assert expected < 0.7
+
+
 def test_held_out_dates_are_not_in_training_and_are_seeded():
     from attnkit.cli.demos import dates as demo
 

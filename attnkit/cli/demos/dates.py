@@ -171,10 +171,12 @@ def _run(args, dist):
     weights = alignments(x_test, dates.encode_machine(pred))
     year_rate = dt.year_attention_rate(weights, test_texts)
     digit_rate = dt.year_attention_rate(weights, test_texts, per_digit=True)
+    year_mass = dt.year_attention_mass(weights, test_texts)
     print(
         f"year attention: {100 * year_rate:.2f}% of held-out dates read their year "
         "digits from the input's year (argmax of the year outputs' attention); "
-        f"{100 * digit_rate:.2f}% for every year digit's own argmax",
+        f"{100 * digit_rate:.2f}% for every year digit's own argmax; "
+        f"{100 * year_mass:.2f}% of the year outputs' attention lies on the year",
         flush=True,
     )
 
