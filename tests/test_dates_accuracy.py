@@ -33,8 +33,11 @@ def test_default_demo_reaches_99_5_percent_and_reads_years_from_the_year(capsys,
     correct = sum(p == t for p, t in zip(dates.decode_machine(pred), isos, strict=True))
     assert correct / len(isos) >= 0.995
     weights = dt.alignments(model, x, pred)  # (2000, Ty, Tx)
+    # The outputs of the year digits written in the input peak on the input's
+    # year (for a two-digit year the inferred century is not judged, see
+    # year_attention_rate) ...
     assert dt.year_attention_rate(weights, texts) >= 0.95
-    # and not by attention that merely grows towards the end, where the year is
+    # ... and not by attention that merely grows towards the end, where the year is.
     assert dt.year_attention_mass(weights, texts) >= 0.75
 
 

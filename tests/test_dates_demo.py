@@ -87,27 +87,43 @@ def _peaked(texts, shift=0):
 TEXTS = ["3 may 1979", "5/3/79", "thursday may 3 1979", "03.05.79"]
 
 
+@pytest.mark.parametrize("outputs", ["written", "all"])
 @pytest.mark.parametrize("per_digit", [False, True])
-def test_year_attention_rate_counts_peaks_inside_the_year(per_digit):
-    rate = dt.year_attention_rate
-    assert rate(_peaked(TEXTS), TEXTS, per_digit) == 1.0
-    assert rate(_peaked(TEXTS, shift=-1), TEXTS, per_digit) == 0.0
+def test_year_attention_rate_counts_peaks_inside_the_year(per_digit, outputs):
+    def rate(w):
+        return dt.year_attention_rate(w, TEXTS, per_digit, outputs)
+
+    assert rate(_peaked(TEXTS)) == 1.0
+    assert rate(_peaked(TEXTS, shift=-1)) == 0.0
     # outputs after the year (month, day) do not count
     weights = _peaked(TEXTS)
     weights[:, 5:, 0] = 9.0
-    assert rate(weights, TEXTS, per_digit) == 1.0
+    assert rate(weights) == 1.0
 
 
-def test_year_attention_rate_per_digit_is_the_stricter():
+def test_year_attention_rate_judges_the_written_digits_by_default():
     weights = _peaked(TEXTS)
     weights[1, 1, :] = 0.0
     weights[1, 1, 3] = 1.0  # "5/3/79": the century's second digit on the "/"
+    for per_digit in (False, True):
+        assert dt.year_attention_rate(weights, TEXTS, per_digit) == 1.0
+    assert dt.year_attention_rate(weights, TEXTS, outputs="all") == 1.0
+    assert dt.year_attention_rate(weights, TEXTS, per_digit=True, outputs="all") == 0.75
+    # Both century outputs of "79" resting on the "/" with more weight than the
+    # two written digits: the summed peak leaves the year only when they count.
+    weights[1, :2, :] = 0.0
+    weights[1, :2, 3] = 2.0
     assert dt.year_attention_rate(weights, TEXTS) == 1.0
+    assert dt.year_attention_rate(weights, TEXTS, outputs="all") == 0.75
+    # A written digit's output off the year makes the example miss in every form.
+    weights[2, 3, :] = 0.0
+    weights[2, 3, 0] = 1.0  # "thursday may 3 1979": the last year digit on "t"
     assert dt.year_attention_rate(weights, TEXTS, per_digit=True) == 0.75
-    # the year outputs together peaking off the year makes the example miss
-    weights[1, :4, :] = 0.0
-    weights[1, :4, 0] = 1.0
+    weights[2, :4, :] = 0.0
+    weights[2, :4, 0] = 1.0
     assert dt.year_attention_rate(weights, TEXTS) == 0.75
+    with pytest.raises(ValueError, match="outputs='some'"):
+        dt.year_attention_rate(weights, TEXTS, outputs="some")
 
 
 def test_year_attention_mass_tells_a_ramp_from_reading_the_year():
@@ -115,9 +131,11 @@ def test_year_attention_mass_tells_a_ramp_from_reading_the_year():
     peaked = np.where(peaked == 1.0, peaked, 0.0)  # one-hot rows
     assert dt.year_attention_mass(peaked, TEXTS) == 1.0
     # Shifted one left, the outputs that sat on a year's first digit land before
-    # it: 1 of 4 outputs for "1979", 2 of 4 for "79" (digits 7, 9, 7, 9).
+    # it: 1 of 4 outputs for "1979", and for "79" (written digits 7, 9 in
+    # outputs 3 and 4) 1 of 2, or 2 of 4 when the century outputs count.
     shifted = np.roll(peaked, -1, axis=-1)
     assert dt.year_attention_mass(shifted, TEXTS) == np.mean([0.75, 0.5, 0.75, 0.5])
+    assert dt.year_attention_mass(shifted, TEXTS, outputs="all") == np.mean([0.75, 0.5, 0.75, 0.5])
     # Attention growing towards the end of the input: the argmax is the year's
     # last digit, yet most of the mass lies elsewhere.
     ramp = np.zeros_like(peaked)
