@@ -260,6 +260,8 @@ def test_seed_001_sequential_example():
     assert model.predict(x[:2], verbose=0).shape == (2, 10)
 
 
+# The article's code passes input_shape= to a layer, as written; Keras warns about it.
+@pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`:UserWarning")
 def test_seed_001_input_shape_style():
     # The seed passes `input_shape=` to the LSTM, as Keras 2 code does.
     from keras.layers import LSTM, Dense

@@ -134,3 +134,37 @@ def test_fused_causal_half_precision_stays_close(rng, dtype):
     eps = {"float16": 2**-10, "bfloat16": 2**-7}[dtype]
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, expected, atol=8 * eps * np.abs(expected).max(), rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["auto", "naive", "fused"])
+def test_causal_and_window_with_lengths_unknown_when_traced(rng, impl):
+    """Sequence lengths unknown until run time (a functional model over
+    ``Input((None, ...))``; on TensorFlow also ``tf.function`` with a ``None``
+    signature): position masks take the lengths at run time, and bottom-right
+    causal alignment is not mistaken for top-left when Tq != Tv."""
+    from attnkit.testing.reference import reference_attention
+
+    q = rng.normal(size=(2, 7, 2, 8)).astype("float32")
+    kv = rng.normal(size=(2, 11, 2, 8)).astype("float32")
+    cases = [{"causal": True}, {"causal": "top_left"}, {"causal": True, "window": 3}]
+    for kwargs in cases:
+        expected, _ = reference_attention(q, kv, kv, **kwargs)
+
+        class Attend(keras.layers.Layer):
+            def call(self, query, memory, kwargs=kwargs):
+                return attention(query, memory, memory, implementation=impl, **kwargs)
+
+        q_in, kv_in = keras.Input((None, 2, 8)), keras.Input((None, 2, 8))
+        model = keras.Model([q_in, kv_in], Attend()(q_in, kv_in))
+        got = model.predict([q, kv], verbose=0)
+        np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0, err_msg=str(kwargs))
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((None, None, 2, 8))
+            traced = tf.function(
+                lambda a, b, kwargs=kwargs: attention(a, b, b, implementation=impl, **kwargs),
+                input_signature=[spec, spec],
+            )
+            got = traced(q, kv).numpy()
+            np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0, err_msg=str(kwargs))

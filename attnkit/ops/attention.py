@@ -39,22 +39,33 @@ class Problem:
 
     @property
     def query_length(self):
-        return self.query.shape[1]
+        """Tq if static, else None (also for a JAX symbolic dimension)."""
+        return _static_length(self.query)
 
     @property
     def key_length(self):
-        return self.key.shape[1]
+        """Tv if static, else None (also for a JAX symbolic dimension)."""
+        return _static_length(self.key)
 
     @property
     def offset(self):
-        return masks_lib.query_offset(self.query_length, self.key_length, self.causal)
+        return masks_lib.query_offset(
+            self.runtime_length("query"), self.runtime_length("key"), self.causal
+        )
+
+    def runtime_length(self, which):
+        """Tq or Tv: the static int, else (traced with an unknown length) what
+        the backend knows of it: a scalar tensor or a symbolic dimension."""
+        x = self.query if which == "query" else self.key
+        length = _static_length(x)
+        return ops.shape(x)[1] if length is None else length
 
     def position_mask(self, q_start=0, q_len=None, k_start=0, k_len=None):
         """Causal/window mask for a block, shape (q_len, k_len), or None."""
         if self.causal is None and self.window is None:
             return None
-        q_len = self.query_length if q_len is None else q_len
-        k_len = self.key_length if k_len is None else k_len
+        q_len = self.runtime_length("query") if q_len is None else q_len
+        k_len = self.runtime_length("key") if k_len is None else k_len
         q_pos = ops.arange(q_len, dtype="int32") + (q_start + self.offset)
         k_pos = ops.arange(k_len, dtype="int32") + k_start
         return masks_lib.position_mask(
@@ -74,6 +85,11 @@ class Problem:
         if self.rank == 3:
             return ops.reshape(weights, (shape[0], shape[3], shape[4]))
         return ops.reshape(weights, (shape[0], self.num_heads, shape[3], shape[4]))
+
+
+def _static_length(x):
+    length = x.shape[1]
+    return length if isinstance(length, int) else None
 
 
 def _as_float_tensor(x, name):

@@ -24,7 +24,12 @@ def attend(problem):
         and problem.window is None
         and problem.mask is None
         and problem.bias is None
-        and (problem.causal == "top_left" or problem.query_length == problem.key_length)
+        and (
+            problem.causal == "top_left"
+            # Equal only if known: traced with unknown lengths, bottom-right
+            # alignment needs the explicit position mask.
+            or (problem.query_length is not None and problem.query_length == problem.key_length)
+        )
     )
     mask = None
     if not simple_causal:
@@ -41,7 +46,7 @@ def attend(problem):
                 1 if mask.shape[0] == 1 else batch,
                 1 if mask.shape[1] * mask.shape[2] == 1 else heads,
                 tq,
-                problem.key_length,
+                problem.runtime_length("key"),
             ),
         )
         # Fully masked rows would be NaN (or uniform) in most kernels: open them
@@ -80,7 +85,12 @@ def attend(problem):
             else:
                 pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
                 query, key = ops.pad(query, pad), ops.pad(key, pad)
-        if keras.backend.backend() == "tensorflow" and simple_causal:
+        if (
+            keras.backend.backend() == "tensorflow"
+            and simple_causal
+            and problem.query_length is not None
+            and problem.key_length is not None
+        ):
             out = _causal_in_query_blocks(query, key, value, problem.key_length, scale)
         else:
             out = ops.dot_product_attention(

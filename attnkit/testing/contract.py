@@ -46,7 +46,8 @@ def _call(layer, data, list_input, call_kwargs):
 def _functional_model(layer, input_shapes, list_input, call_kwargs):
     inputs = [keras.Input(shape=s[1:], batch_size=None) for s in input_shapes]
     outputs = _call(layer, inputs, list_input, call_kwargs)
-    return keras.Model(inputs, outputs), inputs
+    # A single input stays unwrapped: the model is then called with one tensor.
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs), inputs
 
 
 def _assert_shapes_match(symbolic, eager, what):
