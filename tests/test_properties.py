@@ -83,6 +83,10 @@ def test_core_properties(problem):
         assert np.all(np.isfinite(out))
     np.testing.assert_allclose(naive, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(chunked, naive, rtol=1e-4, atol=1e-4)
+    if kwargs["score"] != "cosine":  # the backend kernels compute dot-product scores only
+        fused = to_numpy(attention(q, k, v, implementation="fused", **kwargs))
+        assert np.all(np.isfinite(fused))
+        np.testing.assert_allclose(fused, naive, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(w, expected_w, rtol=1e-5, atol=1e-5)
     # Masked keys get exactly zero weight; rows sum to 1 or, with nothing to attend to, 0.
     assert np.all(w[expected_w == 0] == 0) if "mask" in kwargs else True
