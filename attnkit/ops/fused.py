@@ -158,7 +158,12 @@ def _causal_in_query_blocks(query, key, value, key_length, scale):
             seen = ops.greater_equal(rows, cols)[None, None]  # (1, 1, rows, keys)
             parts.append(ops.where(seen, square, large_negative(logits_dtype)))
         scores = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-        probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
+        if visible == 1:
+            # Every row sees key 0 alone: softmax is exp(s - s) = 1 (keras warns
+            # on a size-1 softmax); kept a function of s so gradients stay connected.
+            probs = ops.cast(ops.exp(scores - scores), value.dtype)
+        else:
+            probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
         outs.append(ops.matmul(probs, v[:, :, :visible]))  # (B, H, rows, Dv)
     out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
     return ops.transpose(out, (0, 2, 1, 3))
