@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.ops.masks import combine_masks, large_negative
+from attnkit.ops.masks import combine_masks, large_negative, position_mask
+from attnkit.ops.softmax import softmax_dtype
 
 
 def attend(problem):
@@ -132,12 +133,9 @@ def _causal_in_query_blocks(query, key, value, key_length, scale):
     Row r sees keys 0..r (every key once r >= Tv). Each block's rows see
     their whole key prefix, so every block is an exact softmax on its own.
     """
-    dtype = query.dtype
     # Logits and softmax in at least float32, as keras' kernel does.
-    logits_dtype = (
-        "float32" if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16") else dtype
-    )
-    q = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, dtype)  # (B, H, Tq, D)
+    logits_dtype = softmax_dtype(query.dtype)
+    q = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)  # (B, H, Tq, D)
     k_t = ops.transpose(key, (0, 2, 3, 1))  # (B, H, D, Tv)
     v = ops.transpose(value, (0, 2, 1, 3))  # (B, H, Tv, Dv)
     tq = query.shape[1]
@@ -153,9 +151,12 @@ def _causal_in_query_blocks(query, key, value, key_length, scale):
             parts.append(ops.cast(ops.matmul(q_block, k_t[..., :left]), logits_dtype))
         if visible > left:
             square = ops.cast(ops.matmul(q_block, k_t[..., left:visible]), logits_dtype)
-            rows = ops.arange(start, stop)[:, None]
-            cols = ops.arange(left, visible)[None, :]
-            seen = ops.greater_equal(rows, cols)[None, None]  # (1, 1, rows, keys)
+            seen = position_mask(
+                ops.arange(start, stop)[:, None],
+                ops.arange(left, visible)[None, :],
+                causal="top_left",
+                window=None,
+            )[None, None]  # (1, 1, rows, keys)
             parts.append(ops.where(seen, square, large_negative(logits_dtype)))
         scores = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
         if visible == 1:
