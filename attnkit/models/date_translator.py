@@ -240,14 +240,24 @@ def alignments(model, x, targets, batch_size: int = 512):
 YEAR_OUTPUTS = ("written", "all")
 
 
-def _year_outputs(spans, outputs):
-    """(N, 4) bool: which of the four year outputs an example is judged on."""
+def _year_attention(weights, texts, outputs):
+    """The year outputs' weights (N, 4, Tx), the input year spans (N, 2) and
+    which of the four outputs each example is judged on (N, 4) bool."""
     if outputs not in YEAR_OUTPUTS:
         raise ValueError(f"`outputs` must be one of {YEAR_OUTPUTS}. Received: outputs={outputs!r}")
+    weights = np.asarray(weights)[:, :4]  # the YYYY of YYYY-MM-DD
+    spans = np.array([dates.year_span(t) for t in texts])
     if outputs == "all":
-        return np.ones((len(spans), 4), bool)
-    written = spans[:, 1] - spans[:, 0]  # 4, or 2 for a two-digit year
-    return np.arange(4)[None, :] >= 4 - written[:, None]
+        judged = np.ones((len(spans), 4), bool)
+    else:
+        written = spans[:, 1] - spans[:, 0]  # 4, or 2 for a two-digit year
+        judged = np.arange(4)[None, :] >= 4 - written[:, None]
+    return weights, spans, judged
+
+
+def _in_year(positions, spans):
+    """positions (N, K) inside each example's year span (N, 2)."""
+    return (positions >= spans[:, :1]) & (positions < spans[:, 1:])
 
 
 def year_attention_rate(weights, texts, per_digit: bool = False, outputs="written") -> float:
@@ -268,16 +278,12 @@ def year_attention_rate(weights, texts, per_digit: bool = False, outputs="writte
     that pulled the summed peak of 5.95% of the held-out dates onto the
     separator (all four outputs: 94.05%; written digits: 100%).
     """
-    weights = np.asarray(weights)[:, :4]  # (N, 4, Tx): the year outputs
-    spans = np.array([dates.year_span(t) for t in texts])  # (N, 2)
-    judged = _year_outputs(spans, outputs)  # (N, 4)
+    weights, spans, judged = _year_attention(weights, texts, outputs)
     if per_digit:
-        peaks = weights.argmax(-1)  # (N, 4)
-        inside = (peaks >= spans[:, :1]) & (peaks < spans[:, 1:])
+        inside = _in_year(weights.argmax(-1), spans)  # (N, 4)
         return float(np.mean(np.all(inside | ~judged, axis=1)))
     peaks = (weights * judged[:, :, None]).sum(1).argmax(-1)  # (N,)
-    inside = (peaks >= spans[:, 0]) & (peaks < spans[:, 1])
-    return float(np.mean(inside))
+    return float(np.mean(_in_year(peaks[:, None], spans)))
 
 
 def year_attention_mass(weights, texts, outputs="written") -> float:
@@ -289,10 +295,7 @@ def year_attention_mass(weights, texts, outputs="written") -> float:
     did exactly that (argmax rate 100%, mass 29%). ``outputs`` as in
     :func:`year_attention_rate`.
     """
-    weights = np.asarray(weights)[:, :4]  # (N, 4, Tx)
-    spans = np.array([dates.year_span(t) for t in texts])  # (N, 2)
-    judged = _year_outputs(spans, outputs)  # (N, 4)
-    position = np.arange(weights.shape[-1])
-    inside = (position >= spans[:, :1]) & (position < spans[:, 1:])  # (N, Tx)
+    weights, spans, judged = _year_attention(weights, texts, outputs)
+    inside = _in_year(np.arange(weights.shape[-1])[None, :], spans)  # (N, Tx)
     per_output = np.sum(weights * inside[:, None], axis=-1)  # (N, 4)
     return float(np.mean(np.sum(per_output * judged, 1) / np.sum(judged, 1)))
