@@ -110,10 +110,6 @@ def _as_float_tensor(x, name):
     return tensor
 
 
-def _static_shape(x, name):
-    return tuple(x.shape)
-
-
 def _check_dims(a, b, what, names):
     if a is not None and b is not None and a != b:
         raise ValueError(f"{what} must match. Received: {names[0]}={a} and {names[1]}={b}")
@@ -175,9 +171,9 @@ def prepare(
     query = _as_float_tensor(query, "query")
     key = _as_float_tensor(key, "key")
     value = _as_float_tensor(value, "value")
-    q_shape = _static_shape(query, "query")
-    k_shape = _static_shape(key, "key")
-    v_shape = _static_shape(value, "value")
+    q_shape = tuple(query.shape)
+    k_shape = tuple(key.shape)
+    v_shape = tuple(value.shape)
     rank = len(q_shape)
     if rank not in (3, 4):
         raise ValueError(
