@@ -204,12 +204,11 @@ class MonotonicAttention(AttentionMechanism):
             energies = self._luong_energies(query, memory, "general")
         energies = ops.cast(energies, "float32") + ops.cast(self.score_bias, "float32")  # (B, Tv)
         mode = self.mode if training else (self.inference_mode or self.mode)
-        new_states = []
-        if self._noise_seeds is not None:
+        new_states = list(states)  # the noise state, if any, passes through at inference
+        if self._noise_seeds is not None and training:
             noise, noise_state = counter_noise.normal(states[0], energies)
             new_states = [noise_state]
-            if training:
-                energies = energies + self.sigmoid_noise * noise
+            energies = energies + self.sigmoid_noise * noise
         if mode == "hard":
             p_choose = ops.cast(energies > 0, "float32")
         else:
