@@ -98,10 +98,13 @@ def test_fused_shares_grouped_heads_and_masks_rows(rng):
 
 
 @pytest.mark.filterwarnings("error::UserWarning")  # (300, 1): no size-1 softmax warning
-@pytest.mark.parametrize("shape", [(600, 600), (700, 530), (900, 300), (1, 1), (300, 1)])
+@pytest.mark.parametrize(
+    "shape", [(600, 600), (700, 530), (900, 300), (300, 700), (1, 1), (300, 1)]
+)
 def test_fused_causal_matches_reference_across_query_blocks(rng, shape):
-    """On TensorFlow causal fused runs over query blocks of 256+ rows, masking only
-    each block's diagonal square; (900, 300) top-left has blocks past the last key."""
+    """On TensorFlow causal fused runs over query blocks of 256+ rows, each over
+    its key prefix; (900, 300) top-left has blocks past the last key, (300, 700)
+    top-left never reaches the last keys. Grouped heads (4 query, 2 key/value)."""
     from test_chunked import gradients, reference_gradients
 
     from attnkit.testing.reference import reference_attention
@@ -118,6 +121,23 @@ def test_fused_causal_matches_reference_across_query_blocks(rng, shape):
         want = reference_gradients(q, k, v, g, causal=causal)
         for name, got, ref in zip("qkv", grads, want, strict=True):
             np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0, err_msg=f"{causal} d{name}")
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function batch-size signature")
+def test_fused_causal_blocks_with_batch_size_unknown_when_traced(rng):
+    """The blocked TensorFlow path maps over batch x heads, known only at run time."""
+    import tensorflow as tf
+
+    from attnkit.testing.reference import reference_attention
+
+    q = rng.normal(size=(3, 600, 4, 8)).astype("float32")
+    kv = rng.normal(size=(3, 600, 2, 8)).astype("float32")
+    traced = tf.function(
+        lambda a, b: attention(a, b, b, causal=True, implementation="fused"),
+        input_signature=[tf.TensorSpec((None, 600, 4, 8)), tf.TensorSpec((None, 600, 2, 8))],
+    )
+    expected, _ = reference_attention(q, kv, kv, causal=True)
+    np.testing.assert_allclose(traced(q, kv).numpy(), expected, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

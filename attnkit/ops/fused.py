@@ -1,12 +1,12 @@
-"""The backend's own kernel, through ``keras.ops.dot_product_attention``."""
+"""The backend's own kernel, through ``keras.ops.dot_product_attention`` (torch:
+SDPA; TensorFlow causal: blocked, ``_backend_kernels.tf_causal_blocks``)."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from attnkit.ops.masks import combine_masks, large_negative, position_mask
-from attnkit.ops.softmax import softmax_dtype
+from attnkit.ops.masks import combine_masks, large_negative
 
 
 def attend(problem):
@@ -32,6 +32,16 @@ def attend(problem):
             or (problem.query_length is not None and problem.query_length == problem.key_length)
         )
     )
+    if (
+        keras.backend.backend() == "tensorflow"
+        and simple_causal
+        and problem.query_length is not None
+        and problem.key_length is not None
+    ):
+        # keras' kernel computes the masked half too (docs/BENCHMARKS.md).
+        from attnkit.ops import _backend_kernels
+
+        return _backend_kernels.tf_causal_blocks(problem.query, key, value, scale)
     mask = None
     if not simple_causal:
         position = problem.position_mask()
@@ -86,88 +96,20 @@ def attend(problem):
             else:
                 pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
                 query, key = ops.pad(query, pad), ops.pad(key, pad)
-        if (
-            keras.backend.backend() == "tensorflow"
-            and simple_causal
-            and problem.query_length is not None
-            and problem.key_length is not None
-        ):
-            out = _causal_in_query_blocks(query, key, value, problem.key_length, scale)
-        else:
-            out = ops.dot_product_attention(
-                query,
-                key,
-                value,
-                bias=bias,
-                mask=mask,
-                scale=scale,
-                is_causal=simple_causal,
-            )
+        out = ops.dot_product_attention(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            scale=scale,
+            is_causal=simple_causal,
+        )
         out = out[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
     if row_has_key is not None:
         keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
         out = out * keep
     return ops.reshape(out, (batch, tq, kv_heads, groups, problem.value.shape[-1]))
-
-
-# Causal attention through a materialising kernel computes and then discards
-# the masked half of the scores. Split into query blocks, block i needs only
-# the keys up to its last row: sum_i (i + 1) / n^2 = 0.53 of the work at
-# n = 16, and 1/16 of the score memory. Only the block's last (rows x rows)
-# square straddles the diagonal; the keys left of it are all visible, so the
-# mask is applied to that square alone and the two score parts are joined for
-# one softmax. Written with matmuls in the (B, H, T, D) layout rather than
-# through keras' kernel, which masks the whole block (ones_like, logical_and,
-# where: three passes over the scores) and scales the scores instead of q.
-# Measured on TensorFlow, forward, B=1, H=8, D=64, one process, alternating
-# calls (docs/BENCHMARKS.md): 8 blocks through keras' kernel 0.76-0.77x of
-# non-causal; this form 0.64x at 8 blocks, 0.60-0.62x at 16, no better at 32
-# or with 128-row blocks (64-row blocks: 0.72x).
-CAUSAL_QUERY_BLOCKS = 16
-CAUSAL_MIN_BLOCK_ROWS = 256
-
-
-def _causal_in_query_blocks(query, key, value, key_length, scale):
-    """Top-left causal attention (B, Tq, H, D) -> (B, Tq, H, Dv), blocked over queries.
-
-    Row r sees keys 0..r (every key once r >= Tv). Each block's rows see
-    their whole key prefix, so every block is an exact softmax on its own.
-    """
-    # Logits and softmax in at least float32, as keras' kernel does.
-    logits_dtype = softmax_dtype(query.dtype)
-    q = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)  # (B, H, Tq, D)
-    k_t = ops.transpose(key, (0, 2, 3, 1))  # (B, H, D, Tv)
-    v = ops.transpose(value, (0, 2, 1, 3))  # (B, H, Tv, Dv)
-    tq = query.shape[1]
-    size = max(CAUSAL_MIN_BLOCK_ROWS, -(-tq // CAUSAL_QUERY_BLOCKS))
-    outs = []
-    for start in range(0, tq, size):
-        stop = min(start + size, tq)
-        left = min(start, key_length)  # keys every row of the block sees
-        visible = min(stop, key_length)  # keys 0 .. visible - 1 seen by some row
-        q_block = q[:, :, start:stop]
-        parts = []
-        if left > 0:
-            parts.append(ops.cast(ops.matmul(q_block, k_t[..., :left]), logits_dtype))
-        if visible > left:
-            square = ops.cast(ops.matmul(q_block, k_t[..., left:visible]), logits_dtype)
-            seen = position_mask(
-                ops.arange(start, stop)[:, None],
-                ops.arange(left, visible)[None, :],
-                causal="top_left",
-                window=None,
-            )[None, None]  # (1, 1, rows, keys)
-            parts.append(ops.where(seen, square, large_negative(logits_dtype)))
-        scores = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-        if visible == 1:
-            # Every row sees key 0 alone: softmax is exp(s - s) = 1 (keras warns
-            # on a size-1 softmax); kept a function of s so gradients stay connected.
-            probs = ops.cast(ops.exp(scores - scores), value.dtype)
-        else:
-            probs = ops.cast(ops.softmax(scores, axis=-1), value.dtype)
-        outs.append(ops.matmul(probs, v[:, :, :visible]))  # (B, H, rows, Dv)
-    out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
-    return ops.transpose(out, (0, 2, 1, 3))
 
 
 def _heads_layout(x, heads):
