@@ -66,11 +66,11 @@ def reference_gradients(q, k, v, g, **kwargs):
         kv = head // group
         p = weights[:, head]  # (B, Tq, Tv)
         gh = g[:, :, head]  # (B, Tq, Dv)
-        dv[:, :, kv] += np.einsum("bqk,bqd->bkd", p, gh)
-        dp = np.einsum("bqd,bkd->bqk", gh, v[:, :, kv])
+        dv[:, :, kv] += p.swapaxes(1, 2) @ gh
+        dp = gh @ v[:, :, kv].swapaxes(1, 2)  # (B, Tq, Tv)
         ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
-        dq[:, :, head] = scale * np.einsum("bqk,bkd->bqd", ds, k[:, :, kv])
-        dk[:, :, kv] += scale * np.einsum("bqk,bqd->bkd", ds, q[:, :, head])
+        dq[:, :, head] = scale * (ds @ k[:, :, kv])
+        dk[:, :, kv] += scale * (ds.swapaxes(1, 2) @ q[:, :, head])
     if squeeze:
         dq, dk, dv = dq[:, :, 0], dk[:, :, 0], dv[:, :, 0]
     return dq, dk, dv
@@ -212,3 +212,29 @@ def test_invalid_block_size_is_an_error(rng):
     q, k, v = _inputs(rng, 4, 4, "mha")
     with pytest.raises(ValueError, match="`block_size` must be a pair"):
         attention(q, k, v, implementation="chunked", block_size=(0, 4))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"causal": True}, {"causal": True, "window": 1000, "padding": True}],
+    ids=["causal", "causal_window_padding"],
+)
+def test_forward_and_gradients_equal_float64_at_n_4096(kwargs, rng):
+    """The issue's size, with the default blocking and grouped-query heads (two
+    query heads share one key/value head); padding leaves batch 1 its first
+    3000 keys, so blocks are skipped, fully visible, diagonal and padded."""
+    n = 4096
+    q = rng.normal(size=(2, n, 2, 16)).astype("float32")
+    k, v = (rng.normal(size=(2, n, 1, 16)).astype("float32") for _ in range(2))
+    g = rng.normal(size=(2, n, 2, 16)).astype("float32")
+    kwargs = dict(kwargs)
+    if kwargs.pop("padding", False):
+        kwargs["mask"] = (np.arange(n)[None, :] < np.array([n, 3000])[:, None])[:, None, :]
+    out, *grads = gradients(q, k, v, g, implementation="chunked", **kwargs)
+    expected, _ = reference_attention(q, k, v, **kwargs)
+    np.testing.assert_allclose(out, expected, atol=TOL, rtol=0, err_msg="output")
+    # dK and dV of the first keys sum over thousands of queries (|dv| up to
+    # about 5), so a relative term of 32 float32 ulps joins TOL.
+    want = reference_gradients(q, k, v, g, **kwargs)
+    for name, got, ref in zip("qkv", grads, want, strict=True):
+        np.testing.assert_allclose(got, ref, atol=TOL, rtol=32 * 2**-23, err_msg=f"d{name}")

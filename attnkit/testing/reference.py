@@ -58,12 +58,11 @@ def reference_attention(
     group = h // hkv
     if scale is None:
         scale = 1.0 / np.sqrt(d) if score == "scaled_dot" else 1.0
-    full = np.ones((b, h, tq, tv), dtype=bool) & reference_mask(
-        tq, tv, causal=causal, window=window
-    )
+    full = reference_mask(tq, tv, causal=causal, window=window)[None, None]
     if mask is not None:
         full = full & _to_bhqk(mask, rank, h)
-    add = np.zeros((b, h, tq, tv))
+    full = np.broadcast_to(full, (b, h, tq, tv))
+    add = np.zeros((1, h, 1, 1))
     if bias is not None:
         add = add + _to_bhqk(np.asarray(bias, dtype=np.float64), rank, h)
     out = np.zeros((b, tq, h, v.shape[-1]))
@@ -75,7 +74,7 @@ def reference_attention(
         if score == "cosine":
             qh = qh / np.maximum(np.linalg.norm(qh, axis=-1, keepdims=True), 1e-6)
             kh = kh / np.maximum(np.linalg.norm(kh, axis=-1, keepdims=True), 1e-6)
-        s = np.einsum("bqd,bkd->bqk", qh, kh) * scale + add[:, head]
+        s = (qh @ kh.swapaxes(1, 2)) * scale + add[:, head]  # (B, Tq, Tv)
         m = full[:, head]
         s = np.where(m, s, -np.inf)
         row_max = np.max(s, axis=-1, keepdims=True)
@@ -84,7 +83,7 @@ def reference_attention(
         total = e.sum(-1, keepdims=True)
         w = np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
         weights[:, head] = w
-        out[:, :, head] = np.einsum("bqk,bkd->bqd", w, vh)
+        out[:, :, head] = w @ vh
     if rank == 3:
         return out[:, :, 0], weights[:, 0]
     return out, weights
