@@ -433,10 +433,7 @@ class MultiHeadAttention(keras.layers.Layer):
         implementation,
     ):
         """Attention of projected heads in the core layout (B, T, H, D)."""
-        dv = value.shape[-1]
-        if implementation == "fused":
-            query, key, value = _fused_compatible(query, key, value)
-        result = core_attention(
+        return core_attention(
             query,
             key,
             value,
@@ -451,9 +448,6 @@ class MultiHeadAttention(keras.layers.Layer):
             return_weights=return_attention_scores,
             implementation=implementation,
         )
-        if implementation == "fused" and result.shape[-1] != dv:
-            result = result[..., :dv]
-        return result
 
     # Layout: projected tensors are (B, d_1..d_n, H, D); the core wants
     # (B', T, H, D) with B' = B x (non-attention axes), T = attention axes.
@@ -770,18 +764,3 @@ class MultiHeadAttention(keras.layers.Layer):
             "num_key_value_heads": self._num_key_value_heads,
             "implementation": self._implementation,
         }
-
-
-def _fused_compatible(query, key, value):
-    """Equal query/key and value head sizes, which JAX's fused kernel requires.
-
-    Zero features added to q and k leave q·kᵀ unchanged; zero value features
-    are sliced off the output by the caller.
-    """
-    dk, dv = query.shape[-1], value.shape[-1]
-    if dv > dk:
-        pad = [(0, 0)] * 3 + [(0, dv - dk)]
-        query, key = ops.pad(query, pad), ops.pad(key, pad)
-    elif dk > dv:
-        value = ops.pad(value, [(0, 0)] * 3 + [(0, dk - dv)])
-    return query, key, value
