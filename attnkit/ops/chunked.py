@@ -259,15 +259,6 @@ def _loop(n, body, init, skip_test):
     return ops.fori_loop(0, n, guarded, init)
 
 
-def _unless_fully_visible(full, block_fn):
-    """``block_fn(positional)``, with ``positional=False`` on blocks wholly inside
-    the causal/window band: they skip building and applying the position mask,
-    about a third of a block's work on CPU. ``full`` None: no band, no branch."""
-    if full is None:
-        return block_fn(True)
-    return ops.cond(full, lambda: block_fn(False), lambda: block_fn(True))
-
-
 def _masked_logits(s, block_mask, neg):
     if block_mask is None:
         return s
@@ -306,9 +297,15 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
         acc0 = ops.zeros((batch, kv_heads, groups, cfg.bq, dv), dtype=dtype)
 
         def update(j, state):
-            return _unless_fully_visible(
-                cfg.fully_visible(q_start, j * cfg.bk),
-                lambda positional: block_update(j, state, positional),
+            full = cfg.fully_visible(q_start, j * cfg.bk)
+            if full is None:
+                return block_update(j, state, True)
+            # Blocks wholly inside the causal/window band skip building and
+            # applying the position mask (about a third of a block's work).
+            return ops.cond(
+                full,
+                lambda: block_update(j, state, False),
+                lambda: block_update(j, state, True),
             )
 
         def block_update(j, state, positional):
@@ -370,13 +367,13 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
     mask = _pad_grouped(mask, cfg.tq_pad, cfg.tv_pad)
     neg = large_negative(dtype)
 
-    def probs_and_dlogits(i, j, positional):
+    def probs_and_dlogits(i, j):
         """p and ds of block (i, j), each (B, Hkv, G, bq, bk)."""
         q_start, k_start = i * cfg.bq, j * cfg.bk
         qb = ops.take(q_blocks, i, axis=0)
         s = _qk(qb, ops.take(k_blocks, j, axis=0))
         block_mask = combine_masks(
-            cfg.position_mask(q_start, k_start) if positional else None,
+            cfg.position_mask(q_start, k_start),
             _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
         )
         s = _masked_logits(s, block_mask, neg)
@@ -390,23 +387,19 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
 
     def dq_block(i):
         def update(j, dq):
-            def add(positional):
-                _, ds, _, _ = probs_and_dlogits(i, j, positional)
-                return dq + _pv(ds, ops.take(k_blocks, j, axis=0))
-
-            return _unless_fully_visible(cfg.fully_visible(i * cfg.bq, j * cfg.bk), add)
+            _, ds, _, _ = probs_and_dlogits(i, j)
+            return dq + _pv(ds, ops.take(k_blocks, j, axis=0))
 
         dq0 = ops.zeros_like(ops.take(q_blocks, i, axis=0))
         return _loop(cfg.nk, update, dq0, lambda j: cfg.needed(i * cfg.bq, j * cfg.bk))
 
     def dkv_block(j):
         def update(i, state):
-            def add(positional):
-                dk, dv = state
-                p, ds, qb, dob = probs_and_dlogits(i, j, positional)
-                return dk + _ptx(ds, qb), dv + _ptx(p, dob)
-
-            return _unless_fully_visible(cfg.fully_visible(i * cfg.bq, j * cfg.bk), add)
+            dk, dv = state
+            p, ds, qb, dob = probs_and_dlogits(i, j)
+            dv = dv + _ptx(p, dob)
+            dk = dk + _ptx(ds, qb)
+            return dk, dv
 
         init = (
             ops.zeros_like(ops.take(k_blocks, j, axis=0)),
