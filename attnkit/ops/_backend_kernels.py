@@ -23,7 +23,7 @@ import functools
 import keras
 
 from attnkit.ops import chunked
-from attnkit.ops.masks import large_negative
+from attnkit.ops.masks import large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
 
 
@@ -189,7 +189,12 @@ def tf_causal_blocks(query, key, value, scale):
     for start in range(0, tq, size):
         stop = min(start + size, tq)
         visible = min(stop, tv)  # keys 0 .. visible - 1 seen by some row
-        seen = tf.range(start, stop)[:, None, None] >= tf.range(visible)[None, None]
+        seen = position_mask(
+            tf.range(start, stop)[:, None, None],
+            tf.range(visible)[None, None],
+            causal="top_left",
+            window=None,
+        )  # (rows, 1, keys)
         penalty = tf.where(seen, 0.0, large_negative(logits_dtype))
         blocks.append((start, stop, visible, tf.cast(penalty, logits_dtype)))  # (rows, 1, keys)
 

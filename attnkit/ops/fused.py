@@ -17,7 +17,6 @@ def attend(problem):
     scale = 1.0 if problem.scale is None else float(problem.scale)
     batch, tq, kv_heads, groups, d = ops.shape(query)
     heads = kv_heads * groups
-    query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
     key, value = problem.key, problem.value  # (B, Tv, Hkv, D)
 
     simple_causal = (
@@ -41,7 +40,8 @@ def attend(problem):
         # keras' kernel computes the masked half too (docs/BENCHMARKS.md).
         from attnkit.ops import _backend_kernels
 
-        return _backend_kernels.tf_causal_blocks(problem.query, key, value, scale)
+        return _backend_kernels.tf_causal_blocks(query, key, value, scale)
+    query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
     mask = None
     if not simple_causal:
         position = problem.position_mask()
