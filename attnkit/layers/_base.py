@@ -12,28 +12,21 @@ from __future__ import annotations
 
 from keras import ops
 
+from attnkit import _checks
 from attnkit.ops import masks as masks_lib
 
 
+# Kept for the layers until they call attnkit._checks directly.
 def check_positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        expected = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
-    return value
+    return _checks.positive_int(value, name, allow_none=allow_none)
 
 
 def check_rate(value, name="dropout"):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1). Received: {name}={value!r}")
-    return float(value)
+    return _checks.rate(value, name)
 
 
 def check_bool(value, name):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
+    return _checks.boolean(value, name)
 
 
 def position_arguments(query, key, *, causal, window):
