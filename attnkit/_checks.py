@@ -70,8 +70,40 @@ def finite_number(value, name, *, allow_none=False):
     return float(value)
 
 
-def one_of(value, name, choices):
-    """``value`` if it is one of ``choices`` (a tuple, shown in the message)."""
+def number(value, name):
+    """An int or float (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(name, "a number", value)
+    return float(value)
+
+
+def non_negative_number(value, name):
+    """An int or float >= 0 (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        _fail(name, "a number >= 0", value)
+    return float(value)
+
+
+def positive_number(value, name, *, allow_none=False):
+    """A finite int or float > 0 (not a bool), as a float; or None when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        expected = "a positive finite number" + (" or None" if allow_none else "")
+        _fail(name, expected, value)
+    return float(value)
+
+
+def one_of(value, name, choices, *, allow_none=False):
+    """``value`` if it is one of ``choices`` (a tuple, shown in the message), or None
+    when ``allow_none``."""
+    if value is None and allow_none:
+        return None
     if not isinstance(value, str) or value not in choices:
-        _fail(name, f"one of {tuple(choices)}", value)
+        _fail(name, f"one of {tuple(choices)}" + (" or None" if allow_none else ""), value)
     return value
