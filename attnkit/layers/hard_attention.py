@@ -7,8 +7,9 @@ import math
 import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.layers import _base
-from attnkit.layers.local_attention import check_pair
+from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import hard
 
 METHODS = ("gumbel", "topk")
@@ -16,7 +17,7 @@ SCORE_MODES = ("dot", "scaled_dot", "general")
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
-class HardAttention(keras.layers.Layer):
+class HardAttention(QueryValueMixin, keras.layers.Layer):
     """Hard attention: each query reads one value (or its k best values).
 
     For query `q` (B, Tq, Dq) and value `v` (B, Tv, Dv):
@@ -96,6 +97,9 @@ class HardAttention(keras.layers.Layer):
         - Luong, Pham, Manning 2015, https://arxiv.org/abs/1508.04025
     """
 
+    _third_input = None  # exactly [query, value]
+    _any_batch_rank = False  # (B, T, D) only
+
     def __init__(
         self,
         method="gumbel",
@@ -107,40 +111,22 @@ class HardAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}. Received: method={method!r}")
-        self.method = method
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(
-                "`temperature` must be a positive finite number. "
-                f"Received: temperature={temperature!r}"
-            )
-        self.temperature = float(temperature)
-        self.k = _base.check_positive_int(k, "k")
+        self.method = _checks.one_of(method, "method", METHODS)
+        self.temperature = _checks.positive_number(temperature, "temperature")
+        self.k = _checks.positive_int(k, "k")
         if method == "gumbel" and k != 1:
             raise ValueError(
                 "method='gumbel' picks exactly one value per query; `k` is for "
                 f"method='topk'. Received: k={k!r}"
             )
-        if score_mode not in SCORE_MODES:
-            raise ValueError(
-                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
-            )
-        self.score_mode = score_mode
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
+        self.score_mode = _checks.one_of(score_mode, "score_mode", SCORE_MODES)
+        self.seed = _checks.seed(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed_generator = keras.random.SeedGenerator(seed) if method == "gumbel" else None
         self.supports_masking = True
 
     def build(self, input_shape):
-        (_, _, query_dim), (_, _, value_dim) = check_pair("HardAttention", input_shape)
+        (_, _, query_dim), (_, _, value_dim) = self._validate_inputs(input_shape)
         self.kernel = None
         if self.score_mode == "general":
             self.kernel = self.add_weight(
@@ -157,9 +143,8 @@ class HardAttention(keras.layers.Layer):
             )
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
-        check_pair("HardAttention", inputs, mask)
-        query, value = inputs
-        query_mask, value_mask = (None, None) if mask is None else mask
+        self._validate_inputs(inputs, mask)
+        (query, value, _), (query_mask, value_mask, _) = self._unpack_inputs(inputs, mask)
         scores = self._scores(query, value)  # (B, Tq, Tv)
         pad = _base.padding_mask(query_mask, [value_mask])  # (B, Tq, Tv) or None
         weights = self._weights(scores, pad, training)
@@ -184,22 +169,6 @@ class HardAttention(keras.layers.Layer):
                 scores, mask, temperature=self.temperature, seed=self.seed_generator
             )
         return hard.argmax_weights(scores, mask)
-
-    def compute_mask(self, inputs, mask=None):
-        check_pair("HardAttention", inputs, mask)
-        if mask is None or mask[0] is None:
-            return None
-        return ops.convert_to_tensor(mask[0])
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[0][:-1], input_shape[1][-1])
-
-    def compute_output_spec(self, inputs, mask=None, training=None, return_attention_scores=False):
-        (b, tq, _), (_, tv, dv) = check_pair("HardAttention", inputs, mask)
-        out = keras.KerasTensor((b, tq, dv), dtype=self.compute_dtype)
-        if return_attention_scores:
-            return out, keras.KerasTensor((b, tq, tv), dtype=self.compute_dtype)
-        return out
 
     def get_config(self):
         return {

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.layers import _base
+from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import local
 from attnkit.ops.scores import additive_score
 from attnkit.ops.softmax import softmax_dtype
@@ -16,35 +16,8 @@ MODES = ("local-m", "local-p")
 SCORE_MODES = ("dot", "general", "concat")
 
 
-def check_pair(layer_name, inputs, mask=None):
-    """Validates ``[query, value]`` inputs (tensors or shapes) and their masks."""
-    if (
-        not isinstance(inputs, (list, tuple))
-        or len(inputs) != 2
-        or any(x is None or isinstance(x, int) for x in inputs)
-    ):
-        raise ValueError(
-            f"{layer_name} must be called on a list [query, value]. Received: inputs={inputs!r}"
-        )
-    shapes = [tuple(x) if _is_shape(x) else tuple(x.shape) for x in inputs]
-    if any(len(s) != 3 for s in shapes):
-        raise ValueError(
-            f"{layer_name} expects query (B, Tq, Dq) and value (B, Tv, Dv). "
-            f"Received: input shapes={shapes}"
-        )
-    if mask is not None and (not isinstance(mask, (list, tuple)) or len(mask) != 2):
-        raise ValueError(
-            f"{layer_name} mask must be a list [query_mask, value_mask]. Received: mask={mask!r}"
-        )
-    return shapes
-
-
-def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)
-
-
 @keras.saving.register_keras_serializable(package="attnkit")
-class LocalAttention(keras.layers.Layer):
+class LocalAttention(QueryValueMixin, keras.layers.Layer):
     """Local attention of Luong et al. 2015: a Gaussian window around `p_t`.
 
     Luong, Pham and Manning 2015 (https://arxiv.org/abs/1508.04025, §3.2).
@@ -127,6 +100,9 @@ class LocalAttention(keras.layers.Layer):
           Neural Machine Translation", https://arxiv.org/abs/1508.04025
     """
 
+    _third_input = None  # exactly [query, value]
+    _any_batch_rank = False  # (B, T, D) only
+
     def __init__(
         self,
         window,
@@ -138,26 +114,11 @@ class LocalAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.window = _base.check_positive_int(window, "window")
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        self.mode = mode
-        if score_mode not in SCORE_MODES:
-            raise ValueError(
-                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
-            )
-        self.score_mode = score_mode
-        if sigma is not None and (
-            isinstance(sigma, bool)
-            or not isinstance(sigma, (int, float))
-            or not math.isfinite(sigma)
-            or sigma <= 0
-        ):
-            raise ValueError(
-                f"`sigma` must be a positive finite number or None. Received: sigma={sigma!r}"
-            )
-        self.sigma = None if sigma is None else float(sigma)
-        self.position_units = _base.check_positive_int(
+        self.window = _checks.positive_int(window, "window")
+        self.mode = _checks.one_of(mode, "mode", MODES)
+        self.score_mode = _checks.one_of(score_mode, "score_mode", SCORE_MODES)
+        self.sigma = _checks.positive_number(sigma, "sigma", allow_none=True)
+        self.position_units = _checks.positive_int(
             position_units, "position_units", allow_none=True
         )
         if mode == "local-m" and position_units is not None:
@@ -169,7 +130,7 @@ class LocalAttention(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        (_, _, query_dim), (_, _, value_dim) = check_pair("LocalAttention", input_shape)
+        (_, _, query_dim), (_, _, value_dim) = self._validate_inputs(input_shape)
         if self.score_mode == "dot" and query_dim != value_dim:
             raise ValueError(
                 "score_mode='dot' needs query and value of the same feature size "
@@ -197,9 +158,8 @@ class LocalAttention(keras.layers.Layer):
             self.position_vector = weight("position_vector", (units,))
 
     def call(self, inputs, mask=None, return_attention_scores=False):
-        check_pair("LocalAttention", inputs, mask)
-        query, value = inputs
-        query_mask, value_mask = (None, None) if mask is None else mask
+        self._validate_inputs(inputs, mask)
+        (query, value, _), (query_mask, value_mask, _) = self._unpack_inputs(inputs, mask)
         scores = self._scores(query, value)  # (B, Tq, Tv)
         positions = self._positions(query, value, value_mask)  # (Tq,) or (B, Tq)
         pad = _base.padding_mask(query_mask, [value_mask])  # (B, Tq, Tv) or None
@@ -242,22 +202,6 @@ class LocalAttention(keras.layers.Layer):
             ops.cast(self.position_vector, dtype),
             length,
         )  # (B, Tq)
-
-    def compute_mask(self, inputs, mask=None):
-        check_pair("LocalAttention", inputs, mask)
-        if mask is None or mask[0] is None:
-            return None
-        return ops.convert_to_tensor(mask[0])
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[0][:-1], input_shape[1][-1])
-
-    def compute_output_spec(self, inputs, mask=None, return_attention_scores=False):
-        (b, tq, _), (_, tv, dv) = check_pair("LocalAttention", inputs, mask)
-        out = keras.KerasTensor((b, tq, dv), dtype=self.compute_dtype)
-        if return_attention_scores:
-            return out, keras.KerasTensor((b, tq, tv), dtype=self.compute_dtype)
-        return out
 
     def get_config(self):
         return {
