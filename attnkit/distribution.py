@@ -63,7 +63,7 @@ def _attention_layers(model):
             f"layer names. Received: model_or_names={model!r}"
         )
     from attnkit.layers import AdditiveAttention
-    from attnkit.layers.mechanisms import AttentionMechanism
+    from attnkit.layers.attention_mechanism import AttentionMechanism
 
     layers = []
     for layer in model._flatten_layers(include_self=True):

@@ -135,7 +135,7 @@ class AttentionRNNCell(keras.layers.Layer):
                     "AttentionRNNCell (its masks would be drawn inside the loop). "
                     f"Received: {name}={getattr(cell, name)!r}"
                 )
-        from attnkit.layers.mechanisms import AttentionMechanism
+        from attnkit.layers.attention_mechanism import AttentionMechanism
 
         if not isinstance(mechanism, AttentionMechanism):
             raise ValueError(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.layers import _base
-from attnkit.layers.mechanisms import AttentionMechanism
-from attnkit.layers.monotonic_attention import first_position
+from attnkit import _checks
+from attnkit.layers.attention_mechanism import AttentionMechanism, first_position
 from attnkit.ops import alignment
 
 
@@ -65,8 +64,6 @@ class ForwardAttention(AttentionMechanism):
           Acoustic Modelling for Speech Synthesis", https://arxiv.org/abs/1807.06736
     """
 
-    stateful = True
-
     def __init__(
         self,
         units,
@@ -75,10 +72,9 @@ class ForwardAttention(AttentionMechanism):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.units = _base.check_positive_int(units, "units")
-        self.transition_agent = _base.check_bool(transition_agent, "transition_agent")
+        self.units = _checks.positive_int(units, "units")
+        self.transition_agent = _checks.boolean(transition_agent, "transition_agent")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.supports_masking = True
 
     def build_mechanism(self, query_dim, memory_dim, input_dim=None):
         self._build_bahdanau(query_dim, memory_dim, self.units, False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.layers import _base
-from attnkit.layers.mechanisms import AttentionMechanism
+from attnkit import _checks
+from attnkit.layers.attention_mechanism import AttentionMechanism
 from attnkit.ops import alignment
 from attnkit.ops.softmax import masked_softmax
 
@@ -67,8 +67,6 @@ class LocationSensitiveAttention(AttentionMechanism):
         - Shen et al. 2017 (Tacotron 2), https://arxiv.org/abs/1712.05884
     """
 
-    stateful = True
-
     def __init__(
         self,
         units,
@@ -80,13 +78,12 @@ class LocationSensitiveAttention(AttentionMechanism):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.units = _base.check_positive_int(units, "units")
-        self.filters = _base.check_positive_int(filters, "filters")
-        self.kernel_size = _base.check_positive_int(kernel_size, "kernel_size")
-        self.cumulative = _base.check_bool(cumulative, "cumulative")
-        self.smoothing = _base.check_bool(smoothing, "smoothing")
+        self.units = _checks.positive_int(units, "units")
+        self.filters = _checks.positive_int(filters, "filters")
+        self.kernel_size = _checks.positive_int(kernel_size, "kernel_size")
+        self.cumulative = _checks.boolean(cumulative, "cumulative")
+        self.smoothing = _checks.boolean(smoothing, "smoothing")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.supports_masking = True
 
     def build_mechanism(self, query_dim, memory_dim, input_dim=None):
         self._build_bahdanau(query_dim, memory_dim, self.units, False)

@@ -5,17 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.layers import _base
-from attnkit.layers.mechanisms import AttentionMechanism
+from attnkit import _checks
+from attnkit.layers.attention_mechanism import AttentionMechanism, first_position
 from attnkit.ops import alignment, counter_noise
 
 SCORES = ("bahdanau", "luong")
 MODES = ("parallel", "recursive", "hard")
-
-
-def first_position(template):
-    """α_0 = [1, 0, ..., 0] (B, Tv) from a zero template."""
-    return ops.pad(template[:, 1:], [(0, 0), (1, 0)], constant_values=1.0)
 
 
 class _NoiseSeeds(keras.layers.Layer):
@@ -112,8 +107,6 @@ class MonotonicAttention(AttentionMechanism):
           Monotonic Alignments", https://arxiv.org/abs/1704.00784
     """
 
-    stateful = True
-
     def __init__(
         self,
         units=None,
@@ -128,41 +121,22 @@ class MonotonicAttention(AttentionMechanism):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if score not in SCORES:
-            raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
-        if inference_mode is not None and inference_mode not in MODES:
-            raise ValueError(
-                f"`inference_mode` must be None or one of {MODES}. "
-                f"Received: inference_mode={inference_mode!r}"
-            )
+        self.score = _checks.one_of(score, "score", SCORES)
+        self.mode = _checks.one_of(mode, "mode", MODES)
+        self.inference_mode = _checks.one_of(
+            inference_mode, "inference_mode", MODES, allow_none=True
+        )
         if score == "bahdanau":
-            _base.check_positive_int(units, "units")
+            _checks.positive_int(units, "units")
         elif units is not None:
             raise ValueError(
                 'score="luong" projects the memory to the query size and takes no '
                 f"`units`. Received: units={units!r}"
             )
-        if (
-            isinstance(sigmoid_noise, bool)
-            or not isinstance(sigmoid_noise, (int, float))
-            or sigmoid_noise < 0
-        ):
-            raise ValueError(
-                f"`sigmoid_noise` must be a number >= 0. Received: sigmoid_noise={sigmoid_noise!r}"
-            )
-        if isinstance(score_bias_init, bool) or not isinstance(score_bias_init, (int, float)):
-            raise ValueError(
-                f"`score_bias_init` must be a number. Received: score_bias_init={score_bias_init!r}"
-            )
         self.units = units
-        self.score = score
-        self.mode = mode
-        self.sigmoid_noise = float(sigmoid_noise)
-        self.score_bias_init = float(score_bias_init)
-        self.normalize = _base.check_bool(normalize, "normalize")
-        self.inference_mode = inference_mode
+        self.sigmoid_noise = _checks.non_negative_number(sigmoid_noise, "sigmoid_noise")
+        self.score_bias_init = _checks.number(score_bias_init, "score_bias_init")
+        self.normalize = _checks.boolean(normalize, "normalize")
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # The noise is drawn inside the decoder's loop, where a SeedGenerator
@@ -171,7 +145,6 @@ class MonotonicAttention(AttentionMechanism):
         self._noise_seeds = None
         if self.sigmoid_noise > 0:
             self._noise_seeds = _NoiseSeeds(seed, dtype="float32", name="noise_seeds")
-        self.supports_masking = True
 
     def build_mechanism(self, query_dim, memory_dim, input_dim=None):
         if self.score == "bahdanau":
