@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
-from attnkit.layers import _base
+from attnkit import _checks
+from attnkit.layers.attention_mechanism import AttentionMechanism
+
+
+class _CellState(NamedTuple):
+    """The recurrent state of ``AttentionRNNCell``, before flattening.
+
+    Each field is a tensor (or, in ``state_size``, a size): rank-2 tensors,
+    lists of them for the wrapped cell's and the mechanism's states.
+    """
+
+    output: object  # (B, output_size): first, Keras' JAX backend repeats it on masked steps
+    cell_states: list  # the wrapped cell's states
+    attention: object  # (B, A)
+    alignment: object  # (B, Tv)
+    mechanism_states: list  # the mechanism's extra states
+    memory: object  # (B, Tv·Dv), the flattened memory
+    memory_mask: object  # (B, Tv), 1.0 = may attend
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -135,8 +154,6 @@ class AttentionRNNCell(keras.layers.Layer):
                     "AttentionRNNCell (its masks would be drawn inside the loop). "
                     f"Received: {name}={getattr(cell, name)!r}"
                 )
-        from attnkit.layers.attention_mechanism import AttentionMechanism
-
         if not isinstance(mechanism, AttentionMechanism):
             raise ValueError(
                 "`mechanism` must be an attnkit attention mechanism (e.g. "
@@ -144,11 +161,11 @@ class AttentionRNNCell(keras.layers.Layer):
             )
         self.cell = cell
         self.mechanism = mechanism
-        self.attention_layer_size = _base.check_positive_int(
+        self.attention_layer_size = _checks.positive_int(
             attention_layer_size, "attention_layer_size", allow_none=True
         )
-        self.alignment_history = _base.check_bool(alignment_history, "alignment_history")
-        self.output_attention = _base.check_bool(output_attention, "output_attention")
+        self.alignment_history = _checks.boolean(alignment_history, "alignment_history")
+        self.output_attention = _checks.boolean(output_attention, "output_attention")
         self.attention_activation = keras.activations.get(attention_activation)
         self.memory_shape = _check_memory_shape(memory_shape)
         self.attention_layer = None
@@ -192,16 +209,48 @@ class AttentionRNNCell(keras.layers.Layer):
     @property
     def state_size(self):
         length, depth = self._require_memory_shape()
-        flat = None if length is None else length * depth
+        return self._pack_state(
+            _CellState(
+                output=self.output_size,
+                cell_states=self._cell_state_sizes,
+                attention=self._attention_size,
+                alignment=length,
+                mechanism_states=self.mechanism.state_sizes(length),
+                memory=None if length is None else length * depth,
+                memory_mask=length,
+            )
+        )
+
+    @staticmethod
+    def _pack_state(state):
+        """The flat state list of a ``_CellState``: the one place that fixes the order."""
         return [
-            self.output_size,
-            *self._cell_state_sizes,
-            self._attention_size,
-            length,
-            *self.mechanism.state_sizes(length),
-            flat,
-            length,
+            state.output,
+            *state.cell_states,
+            state.attention,
+            state.alignment,
+            *state.mechanism_states,
+            state.memory,
+            state.memory_mask,
         ]
+
+    def _unpack_state(self, states):
+        """The ``_CellState`` of a flat state list (the inverse of ``_pack_state``)."""
+        states = list(states)
+        n_cell = len(self._cell_state_sizes)
+        n_mechanism = len(self.mechanism.state_sizes(None))
+        attention_at = 1 + n_cell
+        mechanism_at = attention_at + 2
+        memory_at = mechanism_at + n_mechanism
+        return _CellState(
+            output=states[0],
+            cell_states=states[1:attention_at],
+            attention=states[attention_at],
+            alignment=states[attention_at + 1],
+            mechanism_states=states[mechanism_at:memory_at],
+            memory=states[memory_at],
+            memory_mask=states[memory_at + 1],
+        )
 
     @property
     def output_size(self):
@@ -276,15 +325,9 @@ class AttentionRNNCell(keras.layers.Layer):
         else:
             flat = ops.reshape(memory, (ops.shape(memory)[0], -1))
         output = zero_column * ops.zeros((1, self.output_size), dtype)  # (B, output_size)
-        return [
-            output,
-            *cell_states,
-            attention,
-            alignment,
-            *mechanism_states,
-            flat,
-            mask,
-        ]
+        return self._pack_state(
+            _CellState(output, cell_states, attention, alignment, mechanism_states, flat, mask)
+        )
 
     def split_output(self, output):
         """`(outputs, alignments)` from an output made with `alignment_history`."""
@@ -298,7 +341,7 @@ class AttentionRNNCell(keras.layers.Layer):
 
     def state_alignment(self, states):
         """The current alignment (B, Tv) from a state list."""
-        return states[len(self._cell_state_sizes) + 2]
+        return self._unpack_state(states).alignment
 
     # -- layer methods --------------------------------------------------------
 
@@ -343,19 +386,13 @@ class AttentionRNNCell(keras.layers.Layer):
         return probe.shape[-1]
 
     def call(self, inputs, states, training=None):
-        states = list(states)[1:]  # states[0] is the last output
-        n_cell = len(self._cell_state_sizes)
-        n_mech = len(self.mechanism.state_sizes(None))
-        cell_states = states[:n_cell]
-        attention, previous = states[n_cell], states[n_cell + 1]
-        mechanism_states = states[n_cell + 2 : n_cell + 2 + n_mech]
-        flat, mask = states[-2], states[-1]
+        state = self._unpack_state(states)  # state.output, the last output, is not read
         depth = self.memory_shape[1]
-        memory = ops.reshape(flat, (ops.shape(flat)[0], -1, depth))  # (B, Tv, Dv)
-        memory_mask = ops.cast(mask, "bool")  # (B, Tv)
+        memory = ops.reshape(state.memory, (ops.shape(state.memory)[0], -1, depth))  # (B, Tv, Dv)
+        memory_mask = ops.cast(state.memory_mask, "bool")  # (B, Tv)
 
-        cell_inputs = self._cell_input(inputs, attention)
-        cell_output, new_cell_states = self.cell(cell_inputs, cell_states, training=training)
+        cell_inputs = self._cell_input(inputs, state.attention)
+        cell_output, new_cell_states = self.cell(cell_inputs, state.cell_states, training=training)
         if not isinstance(new_cell_states, (list, tuple)):
             new_cell_states = [new_cell_states]
 
@@ -363,8 +400,8 @@ class AttentionRNNCell(keras.layers.Layer):
             cell_output,
             memory,
             memory_mask,
-            previous,
-            mechanism_states,
+            state.alignment,
+            state.mechanism_states,
             inputs=inputs,
             training=training,
         )
@@ -378,15 +415,15 @@ class AttentionRNNCell(keras.layers.Layer):
         if self.alignment_history:
             output = ops.concatenate([output, ops.cast(alignment, output.dtype)], axis=-1)
         dtype = self.compute_dtype
-        new_states = [
-            output,
-            *new_cell_states,
-            attention,
-            alignment,
-            *new_mechanism_states,
-            flat,
-            mask,
-        ]
+        new_states = self._pack_state(
+            state._replace(
+                output=output,
+                cell_states=new_cell_states,
+                attention=attention,
+                alignment=alignment,
+                mechanism_states=new_mechanism_states,
+            )
+        )
         return ops.cast(output, dtype), [ops.cast(s, dtype) for s in new_states]
 
     def get_config(self):
