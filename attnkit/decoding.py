@@ -21,28 +21,16 @@ from __future__ import annotations
 
 from keras import ops
 
+from attnkit import _checks
+
 _NEG = -1e9
 
 
 def _check(max_length, end_token, beam_width=1, length_penalty=0.0):
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(
-            f"`max_length` must be a positive integer. Received: max_length={max_length!r}"
-        )
-    if isinstance(end_token, bool) or not isinstance(end_token, int) or end_token < 0:
-        raise ValueError(f"`end_token` must be a token id >= 0. Received: end_token={end_token!r}")
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
-        raise ValueError(
-            f"`beam_width` must be a positive integer. Received: beam_width={beam_width!r}"
-        )
-    if (
-        isinstance(length_penalty, bool)
-        or not isinstance(length_penalty, (int, float))
-        or length_penalty < 0
-    ):
-        raise ValueError(
-            f"`length_penalty` must be a number >= 0. Received: length_penalty={length_penalty!r}"
-        )
+    _checks.positive_int(max_length, "max_length")
+    _checks.non_negative_int(end_token, "end_token")
+    _checks.positive_int(beam_width, "beam_width")
+    _checks.non_negative_number(length_penalty, "length_penalty")
 
 
 def cell_step(cell, embedding, projection):

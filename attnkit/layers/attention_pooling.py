@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.layers import _base
+from attnkit import _checks
 from attnkit.ops import pooling
 
 SCORES = ("han", "feedforward")
@@ -115,23 +115,20 @@ class AttentionPooling(keras.layers.Layer):
                     "`attention_dim` is an alias of `units`; pass one of them. "
                     f"Received: units={units!r}, attention_dim={attention_dim!r}"
                 )
-            _base.check_positive_int(attention_dim, "attention_dim")
+            _checks.positive_int(attention_dim, "attention_dim")
             units = attention_dim
-        if score not in SCORES:
-            raise ValueError(f"`score` must be one of {SCORES}. Received: score={score!r}")
-        self.units = _base.check_positive_int(units, "units", allow_none=True)
+        _checks.one_of(score, "score", SCORES)
+        self.units = _checks.positive_int(units, "units", allow_none=True)
         if score == "feedforward" and units is not None:
             raise ValueError(
                 "score='feedforward' computes a scalar tanh(w h_t + b) per step "
                 f"and has no `units`. Received: units={units!r}"
             )
-        self.num_queries = _base.check_positive_int(num_queries, "num_queries")
+        self.num_queries = _checks.positive_int(num_queries, "num_queries")
         self.score = score
-        self.use_bias = _base.check_bool(use_bias, "use_bias")
-        self.dropout = _base.check_rate(dropout)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
+        self.use_bias = _checks.boolean(use_bias, "use_bias")
+        self.dropout = _checks.rate(dropout)
+        self.seed = _checks.seed(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.context_initializer = keras.initializers.get(context_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
