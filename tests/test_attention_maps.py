@@ -1,12 +1,13 @@
-import importlib
-
 import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
 
 import attnkit
+from attnkit.layers import AdditiveAttention, Attention, AttentionPooling, MultiHeadAttention
 from attnkit.maps import is_attention_layer
+from attnkit.testing.contract import call_layer
+from attnkit.testing.registry import EXAMPLES, build_model, find_layer, public_layers
 
 B, TQ, TV, D = 3, 4, 6, 8
 
@@ -75,7 +76,7 @@ def test_self_attention_in_images_over_both_spatial_axes(source):
     if source == "keras":
         cls = keras.layers.MultiHeadAttention
     else:
-        cls = _attnkit_layer("MultiHeadAttention")
+        cls = MultiHeadAttention
     x_in = keras.Input((4, 5, 3))
     mha = cls(2, 4, attention_axes=(1, 2), name="spatial")
     model = keras.Model(x_in, mha(x_in, x_in))
@@ -155,37 +156,33 @@ def test_model_that_already_returns_scores():
     np.testing.assert_allclose(maps["att"], model.predict(data, verbose=0)[1], rtol=1e-6)
 
 
-_ATTNKIT_LAYERS = {
-    # name -> (constructor kwargs, call style, expected weights shape)
-    "Attention": ({"score_mode": "general"}, "list", (B, TQ, TV)),
-    "AdditiveAttention": ({"units": 6}, "list", (B, TQ, TV)),
-    "MultiHeadAttention": ({"num_heads": 2, "key_dim": 4}, "qv", (B, 2, TQ, TV)),
-    "LocalAttention": ({"window": 2, "mode": "local-p"}, "list", (B, TQ, TV)),
-}
-
-
-def _attnkit_layer(name):
-    layers = importlib.import_module("attnkit.layers")
-    if not hasattr(layers, name):
-        pytest.skip(f"attnkit.layers.{name} is not available yet")
-    return getattr(layers, name)
-
-
-@pytest.mark.parametrize("name", sorted(_ATTNKIT_LAYERS))
-def test_attnkit_layers(name):
-    kwargs, style, shape = _ATTNKIT_LAYERS[name]
-    layer = _attnkit_layer(name)(name="attn", **kwargs)
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_registry_layer(name):
+    """attention_maps finds exactly the layers with a scores flag, with the registry's shape."""
+    example = EXAMPLES[name]
+    cls = public_layers()[name]
+    model, data = build_model(name, cls)
+    layer = find_layer(model, cls)
+    x = data if len(data) > 1 else data[0]
+    if example.scores_kwarg is None:
+        assert not is_attention_layer(layer)
+        with pytest.raises(ValueError, match=r"at least one attention layer"):
+            attnkit.attention_maps(model, x)
+        return
+    assert example.scores_kwarg == "return_attention_scores"
     assert is_attention_layer(layer)
-    q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
-    out = layer([q_in, v_in]) if style == "list" else layer(q_in, v_in)
-    model = keras.Model([q_in, v_in], out)
-    maps = attnkit.attention_maps(model, _data())
-    assert maps["attn"].shape == shape
+    maps = attnkit.attention_maps(model, x)
+    assert list(maps) == [layer.name]
+    assert maps[layer.name].shape == example.scores_shape
+    # The same weights as calling the trained layer itself with the flag.
+    _, expected = call_layer(
+        layer, data, example.call_style, {**example.call_kwargs, example.scores_kwarg: True}
+    )
+    np.testing.assert_allclose(maps[layer.name], to_numpy(expected), rtol=1e-5, atol=1e-6)
 
 
 def test_three_attnkit_and_keras_layers_in_one_model():
-    attention = _attnkit_layer("Attention")
-    additive = _attnkit_layer("AdditiveAttention")
+    attention, additive = Attention, AdditiveAttention
     q_in, v_in = keras.Input((TQ, D)), keras.Input((TV, D))
     x = attention(score_mode="general", name="luong")([q_in, v_in])  # (B, Tq, D)
     y = additive(units=6, name="bahdanau")([v_in, x])  # (B, Tv, D)
@@ -202,7 +199,7 @@ def test_three_attnkit_and_keras_layers_in_one_model():
 
 
 def test_attnkit_attention_pooling_in_a_masked_sequential_model():
-    pooling = _attnkit_layer("AttentionPooling")
+    pooling = AttentionPooling
     model = keras.Sequential(
         [
             keras.Input((TV, 2)),

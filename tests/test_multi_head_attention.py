@@ -10,6 +10,7 @@ import attnkit
 from attnkit.layers import MultiHeadAttention
 from attnkit.testing.contract import run_layer_contract
 from attnkit.testing.reference import reference_attention
+from attnkit.testing.registry import EXAMPLES
 
 ATOL = 1e-5
 B, TQ, TV, D = 2, 4, 6, 8
@@ -95,7 +96,7 @@ def test_contract(kwargs, shapes, scores_shape):
         MultiHeadAttention,
         kwargs,
         shapes,
-        list_input="unpack",
+        call_style=EXAMPLES["MultiHeadAttention"].call_style,
         expected_output_shape=shapes[0][:-1] + (kwargs.get("output_shape") or shapes[0][-1],),
         expected_scores_shape=scores_shape,
         mask_input=0,

@@ -1,6 +1,10 @@
-"""A model saved under this backend loads under the other two with the same outputs."""
+"""Suite-wide checks over the layer registry (``attnkit.testing.registry``).
 
-import inspect
+Every public layer has an example; every example passes the layer contract
+with the weight and seed-generator counts it states; a model saved under this
+backend loads under the other two with the same outputs.
+"""
+
 import json
 import os
 import subprocess
@@ -9,32 +13,83 @@ import sys
 import keras
 import numpy as np
 import pytest
-from layer_examples import EXAMPLES, build_model
 
-import attnkit.layers
+from attnkit.layers import AttentionPooling, AttentionRNNCell
+from attnkit.testing import run_layer_contract
+from attnkit.testing.registry import EXAMPLES, build_model, contract_arguments, public_layers
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "portability_load.py")
 ALL_BACKENDS = ("jax", "torch", "tensorflow")
 
 
-def public_layers():
-    return {
-        name: obj
-        for name, obj in vars(attnkit.layers).items()
-        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer) and not name.startswith("_")
-    }
-
-
 def test_every_public_layer_has_an_example():
-    missing = sorted(set(public_layers()) - set(EXAMPLES))
-    assert not missing, f"add these layers to tests/layer_examples.py: {missing}"
+    layers = public_layers()
+    assert layers, "attnkit.layers exports no layer"
+    missing = sorted(set(layers) - set(EXAMPLES))
+    assert not missing, f"add these layers to attnkit/testing/registry.py: {missing}"
+    unknown = sorted(set(EXAMPLES) - set(layers))
+    assert not unknown, f"registry entries without a public layer: {unknown}"
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_passes_the_layer_contract(name):
+    run_layer_contract(**contract_arguments(name))
+
+
+# The contract's own checks can fail ---------------------------------------------
+
+
+def _pooling(**overrides):
+    return {**contract_arguments("AttentionPooling"), "check_fit": False, **overrides}
+
+
+@pytest.mark.parametrize(
+    "count,message",
+    [
+        ("expected_num_trainable_weights", r"3 trainable weights, expected 4"),
+        ("expected_num_non_trainable_weights", r"0 non-trainable weights, expected 1"),
+        ("expected_num_seed_generators", r"0 seed generators, expected 1"),
+    ],
+)
+def test_contract_fails_on_a_wrong_count(count, message):
+    wrong = _pooling(check_mixed_precision=False)
+    wrong[count] += 1
+    with pytest.raises(AssertionError, match=message):
+        run_layer_contract(**wrong)
+
+
+def test_contract_counts_a_dropout_seed_generator():
+    kwargs = {"units": 6, "dropout": 0.25, "seed": 3}
+    run_layer_contract(**_pooling(init_kwargs=kwargs, expected_num_seed_generators=1))
+    with pytest.raises(AssertionError, match=r"1 seed generators, expected 0"):
+        run_layer_contract(**_pooling(init_kwargs=kwargs, check_mixed_precision=False))
+
+
+def test_contract_counts_the_wrapped_cell_of_an_rnn_cell():
+    arguments = {**contract_arguments("AttentionRNNCell"), "check_mixed_precision": False}
+    arguments["expected_num_seed_generators"] = 0
+    with pytest.raises(AssertionError, match=r"1 seed generators, expected 0"):
+        run_layer_contract(**arguments)
+
+
+def test_contract_call_style_errors():
+    with pytest.raises(ValueError, match=r"Received: call_style='tuple'"):
+        run_layer_contract(**_pooling(call_style="tuple"))
+    cell = contract_arguments("AttentionRNNCell")
+    assert cell["layer_cls"] is AttentionRNNCell
+    with pytest.raises(ValueError, match=r"Received: scores_kwarg='return_attention_scores'"):
+        run_layer_contract(**{**cell, "scores_kwarg": "return_attention_scores"})
+    with pytest.raises(ValueError, match=r"Received: mask_input=0"):
+        run_layer_contract(**{**cell, "mask_input": 0})
+    assert contract_arguments("AttentionPooling")["layer_cls"] is AttentionPooling
+
+
+# Portability -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("target", [b for b in ALL_BACKENDS if b != keras.backend.backend()])
 def test_saved_models_load_under_other_backends(target, tmp_path):
     layers = public_layers()
-    if not layers:
-        pytest.skip("no public layers yet")
     for name, cls in layers.items():
         model, xs = build_model(name, cls)
         out = model(xs if len(xs) > 1 else xs[0])

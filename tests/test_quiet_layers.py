@@ -4,8 +4,8 @@ import warnings
 
 import keras
 import pytest
-from layer_examples import EXAMPLES, build_model
-from test_portability import public_layers
+
+from attnkit.testing.registry import EXAMPLES, build_model, public_layers
 
 LAYERS = public_layers()
 
