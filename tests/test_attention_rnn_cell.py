@@ -138,6 +138,33 @@ def test_fully_masked_memory_gives_zeros_not_nan(cell_cls):
     assert np.all(np.isfinite(out)) and np.all(out == 0)
 
 
+def test_state_is_packed_and_unpacked_in_one_order():
+    # state_size, get_initial_state, call and state_alignment share _pack_state/_unpack_state.
+    from attnkit.layers import LocationSensitiveAttention
+
+    memory, targets, mask = _data()
+    cell = AttentionRNNCell(
+        keras.layers.LSTMCell(4),
+        LocationSensitiveAttention(3, filters=2, kernel_size=3),  # one mechanism state
+        attention_layer_size=5,
+        alignment_history=True,
+    )
+    states = cell.get_initial_state(memory=memory, memory_mask=mask)
+    assert [tuple(s.shape)[1] for s in states] == list(cell.state_size)
+    state = cell._unpack_state(states)
+    packed = cell._pack_state(state)
+    assert len(packed) == len(states)
+    assert all(a is b for a, b in zip(packed, states, strict=True))
+    assert [len(state.cell_states), len(state.mechanism_states)] == [2, 1]
+    assert tuple(state.attention.shape) == (B, 5) and tuple(state.memory.shape) == (B, TX * DM)
+    np.testing.assert_array_equal(to_np(state.memory_mask), mask)
+    _, new = cell(targets[:, 0], states)
+    new_state = cell._unpack_state(new)
+    assert cell.state_alignment(new) is new_state.alignment
+    np.testing.assert_allclose(to_np(new_state.mechanism_states[0]), to_np(new_state.alignment))
+    np.testing.assert_array_equal(to_np(new_state.memory), to_np(state.memory))
+
+
 def _seq2seq(mechanism, vocab=7, alignment_history=False):
     x = keras.Input((TX,), dtype="int32")
     y_in = keras.Input((TY,), dtype="int32")

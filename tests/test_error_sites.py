@@ -48,7 +48,7 @@ def test_attention_inputs_rank(layer_cls, inputs, received):
         layer_cls()(list(inputs))
 
 
-# -- LocalAttention: check_pair ----------------------------------------------
+# -- LocalAttention: the [query, value] contract (layers/_query_value.py) -----
 
 
 @pytest.mark.parametrize(
@@ -95,6 +95,56 @@ def test_hard_attention_feature_sizes(score_mode):
 def test_mechanism_built_on_a_single_shape():
     with pytest.raises(ValueError, match=r"\[query, value\].*Received: input_shape=\(2, 5, 4\)"):
         BahdanauAttention(units=3)(t(2, 5, 4))
+
+
+def test_mechanism_inputs_and_masks():
+    # The mechanisms share the [query, value(, inputs)] contract of layers/_query_value.py.
+    q, v = t(2, 3, 4), t(2, 5, 6)
+    with pytest.raises(
+        ValueError,
+        match=r"\[query, value\] or \[query, value, inputs\]\. Received: input_shape=\[",
+    ):
+        BahdanauAttention(units=3)([q, v, q, v])
+    with pytest.raises(
+        ValueError,
+        match=r"expects query \(B, Tq, Dq\) and value \(B, Tv, Dv\)\. "
+        r"Received: input shapes=\[\(2, 3, 4\), \(2, 1, 5, 6\)\]",
+    ):
+        BahdanauAttention(units=3)([q, t(2, 1, 5, 6)])
+    layer = LuongAttention(score_mode="general")
+    with pytest.raises(
+        ValueError,
+        match=r"\[query_mask, value_mask\] or \[query_mask, value_mask, inputs_mask\]\. "
+        r"Received: mask='query_mask'",
+    ):
+        layer([q, v], mask="query_mask")
+    query_mask = np.array([[True, True, False], [True, True, True]])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(layer.compute_mask([q, v], [query_mask, None])), query_mask
+    )
+    assert layer.compute_mask([q, v], None) is None
+
+
+def test_query_value_layers_take_exactly_their_inputs():
+    q, v = t(2, 3, 4), t(2, 5, 4)
+    with pytest.raises(ValueError, match=r"list \[query, value\]\. Received: inputs=\["):
+        HardAttention()([q, v, v])
+    with pytest.raises(ValueError, match=r"list \[query, value\]\. Received: inputs=\["):
+        LocalAttention(window=2).compute_output_spec([q])
+
+
+@pytest.mark.parametrize("layer_cls", [LocalAttention, HardAttention])
+def test_output_spec_reads_the_call_arguments_by_name_or_position(layer_cls):
+    # compute_output_spec binds its arguments to the layer's own call signature,
+    # so return_attention_scores counts wherever the call takes it.
+    layer = layer_cls(window=2) if layer_cls is LocalAttention else layer_cls()
+    query, value = keras.Input((3, 4)), keras.Input((5, 4))
+    out, weights = layer([query, value], return_attention_scores=True)
+    assert tuple(out.shape) == (None, 3, 4) and tuple(weights.shape) == (None, 3, 5)
+    positional = (None, True) if layer_cls is LocalAttention else (None, None, True)
+    out, weights = layer.compute_output_spec([query, value], *positional)
+    assert tuple(out.shape) == (None, 3, 4) and tuple(weights.shape) == (None, 3, 5)
+    assert tuple(layer.compute_output_spec([query, value]).shape) == (None, 3, 4)
 
 
 @pytest.mark.skipif(
