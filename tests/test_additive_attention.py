@@ -6,6 +6,7 @@ import pytest
 
 from attnkit.layers import AdditiveAttention
 from attnkit.testing.contract import run_layer_contract
+from attnkit.testing.reference import reference_bahdanau_attention
 
 ATOL = 1e-5
 B, TQ, TV = 2, 4, 6
@@ -26,20 +27,6 @@ def _data(dq=8, dv=8, dk=None, seed=0):
 def _random_weights(layer, seed=1):
     rng = np.random.default_rng(seed)
     return [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
-
-
-def _reference_bahdanau(q, k, v, w_q, w_k, bias, scale, mask):
-    """e_ij = scaleᵀ tanh(W_q q_i + b + W_k k_j), masked softmax, in float64."""
-    q, k, v, w_q, w_k, bias, scale = (
-        np.asarray(x, np.float64) for x in (q, k, v, w_q, w_k, bias, scale)
-    )
-    hidden = np.tanh((q @ w_q + bias)[:, :, None, :] + (k @ w_k)[:, None, :, :])
-    scores = np.where(mask, hidden @ scale, -np.inf)
-    row_max = np.max(scores, -1, keepdims=True)
-    e = np.where(mask, np.exp(scores - np.where(np.isfinite(row_max), row_max, 0)), 0.0)
-    total = e.sum(-1, keepdims=True)
-    w = np.where(total > 0, e / np.where(total > 0, total, 1), 0.0)
-    return w @ v, w
 
 
 @pytest.mark.parametrize(
@@ -122,7 +109,7 @@ def test_bahdanau_matches_reference(use_bias, causal):
     mask = np.broadcast_to(value_mask[:, None, :], (B, TQ, TV))
     if causal:
         mask = mask & np.tril(np.ones((TQ, TV), bool))
-    ref_out, ref_w = _reference_bahdanau(
+    ref_out, ref_w = reference_bahdanau_attention(
         q,
         k,
         v,
@@ -142,7 +129,9 @@ def test_bahdanau_without_scale_sums_tanh():
     layer([q, v, k])
     w_q, w_k, bias = layer.get_weights()
     _, scores = layer([q, v, k], return_attention_scores=True)
-    _, ref_w = _reference_bahdanau(q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool))
+    _, ref_w = reference_bahdanau_attention(
+        q, k, v, w_q, w_k, bias, np.ones(4), np.ones((B, TQ, TV), bool)
+    )
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
 
 

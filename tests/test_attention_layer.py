@@ -6,7 +6,11 @@ import pytest
 
 from attnkit.layers import Attention
 from attnkit.testing.contract import run_layer_contract
-from attnkit.testing.reference import reference_attention, reference_mask
+from attnkit.testing.reference import (
+    reference_attention,
+    reference_concat_attention,
+    reference_mask,
+)
 
 ATOL = 1e-5
 B, TQ, TV, D = 2, 4, 6, 8
@@ -33,18 +37,6 @@ def _masks():
 def _random_weights(layer, seed=1):
     rng = np.random.default_rng(seed)
     return [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
-
-
-def _reference_concat(q, k, v, mask, scale, weight):
-    """Keras' "concat" in float64: c · Σ tanh(s · (q + k)), then masked softmax."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    scores = weight * np.tanh(scale * (q[:, :, None, :] + k[:, None, :, :])).sum(-1)
-    scores = np.where(mask, scores, -np.inf)
-    row_max = np.max(scores, -1, keepdims=True)
-    e = np.where(mask, np.exp(scores - np.where(np.isfinite(row_max), row_max, 0)), 0.0)
-    total = e.sum(-1, keepdims=True)
-    w = np.where(total > 0, e / np.where(total > 0, total, 1), 0.0)
-    return w @ v, w
 
 
 # Contract -------------------------------------------------------------------
@@ -130,13 +122,13 @@ def test_concat_matches_reference():
     scale, weight = _random_weights(layer)
     layer.set_weights([scale, weight])
     out, scores = layer([q, v, k], mask=[None, value_mask], return_attention_scores=True)
-    ref_out, ref_w = _reference_concat(
+    ref_out, ref_w = reference_concat_attention(
         q,
         k,
         v,
-        np.broadcast_to(value_mask[:, None, :], (B, TQ, TV)),
         float(scale),
         float(weight),
+        np.broadcast_to(value_mask[:, None, :], (B, TQ, TV)),
     )
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL)
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
@@ -148,10 +140,7 @@ def test_sliding_window_is_top_left_aligned(causal, tq, tv):
     q, v, _ = _data(tq=tq, tv=tv)
     layer = Attention(score_mode="scaled_dot", sliding_window=2)
     out, scores = layer([q, v], use_causal_mask=causal, return_attention_scores=True)
-    mask = reference_mask(tq, tv, causal="top_left" if causal else False, window=2)
-    if not causal:  # the reference aligns a lone window bottom-right; build it top-left
-        i, j = np.arange(tq)[:, None], np.arange(tv)[None, :]
-        mask = np.abs(i - j) < 2
+    mask = reference_mask(tq, tv, causal=causal, window=2, alignment="top_left")
     ref_out, ref_w = reference_attention(q, v, v, score="scaled_dot", mask=mask)
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL)
     np.testing.assert_allclose(to_numpy(scores), ref_w, atol=ATOL)
@@ -359,6 +348,6 @@ def test_window_with_unknown_lengths_in_a_compiled_model():
     model = keras.Model(inputs, layer(inputs))
     eager = to_numpy(layer([q, v]))
     np.testing.assert_allclose(model.predict([q, v], verbose=0), eager, atol=1e-6)
-    i, j = np.arange(TQ)[:, None], np.arange(TV)[None, :]
-    ref_out, _ = reference_attention(q, v, v, score="scaled_dot", mask=np.abs(i - j) < 2)
+    mask = reference_mask(TQ, TV, window=2, alignment="top_left")
+    ref_out, _ = reference_attention(q, v, v, score="scaled_dot", mask=mask)
     np.testing.assert_allclose(eager, ref_out, atol=ATOL)

@@ -6,6 +6,11 @@ import pytest
 
 from attnkit.layers import AttentionPooling
 from attnkit.testing.contract import run_layer_contract
+from attnkit.testing.reference import (
+    reference_attention_pool,
+    reference_feedforward_scores,
+    reference_han_scores,
+)
 
 B, T, D = 3, 7, 5
 ATOL = 1e-5
@@ -23,33 +28,6 @@ def _randomize(layer, seed=1):
     rng = np.random.default_rng(seed)
     layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
     return {w.name: to_numpy(w).astype(np.float64) for w in layer.weights}
-
-
-def _reference_softmax(e, mask):
-    """Float64 softmax over the last axis where mask; all zeros for an empty row."""
-    e = np.where(mask, e, -np.inf)
-    top = np.max(e, -1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    z = np.where(mask, np.exp(e - top), 0.0)
-    total = z.sum(-1, keepdims=True)
-    return np.where(total > 0, z / np.where(total > 0, total, 1.0), 0.0)
-
-
-def reference_han(h, W, b, u, mask):
-    """Yang 2016: u_t = tanh(W h_t + b); α = softmax_t(u_tᵀ u_w); s = Σ α_t h_t."""
-    h = np.asarray(h, np.float64)
-    hidden = np.tanh(h @ W + b)  # (B, T, U)
-    e = np.einsum("btu,uq->bqt", hidden, u)  # (B, Q, T)
-    alpha = _reference_softmax(e, mask[:, None, :])
-    return np.einsum("bqt,btd->bqd", alpha, h), alpha
-
-
-def reference_feedforward(h, w, b, mask):
-    """Raffel & Ellis 2015: e_t = tanh(w h_t + b); α = softmax(e); c = Σ α_t h_t."""
-    h = np.asarray(h, np.float64)
-    e = np.tanh(np.einsum("btd,dq->bqt", h, w) + b[None, :, None])  # (B, Q, T)
-    alpha = _reference_softmax(e, mask[:, None, :])
-    return np.einsum("bqt,btd->bqd", alpha, h), alpha
 
 
 @pytest.mark.parametrize(
@@ -90,7 +68,8 @@ def test_han_matches_float64_reference(mask_name, num_queries, use_bias):
     layer(h)
     w = _randomize(layer)
     out, alpha = layer(h, mask=mask, return_attention_scores=True)
-    ref_out, ref_alpha = reference_han(h, w["kernel"], w.get("bias", 0.0), w["context"], mask)
+    scores = reference_han_scores(h, w["kernel"], w["context"], w.get("bias"))
+    ref_out, ref_alpha = reference_attention_pool(h, scores, mask)
     if num_queries == 1:
         ref_out, ref_alpha = ref_out[:, 0], ref_alpha[:, 0]
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL, rtol=1e-5)
@@ -108,7 +87,8 @@ def test_feedforward_matches_float64_reference(mask_name, num_queries, use_bias)
     w = _randomize(layer)
     bias = w.get("bias", np.zeros(num_queries))
     out, alpha = layer(h, mask=mask, return_attention_scores=True)
-    ref_out, ref_alpha = reference_feedforward(h, w["kernel"], bias, mask)
+    scores = reference_feedforward_scores(h, w["kernel"], bias)
+    ref_out, ref_alpha = reference_attention_pool(h, scores, mask)
     if num_queries == 1:
         ref_out, ref_alpha = ref_out[:, 0], ref_alpha[:, 0]
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=ATOL, rtol=1e-5)

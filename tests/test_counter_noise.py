@@ -1,38 +1,11 @@
 """Counter-based noise: a NumPy reference of the hash, statistics, the state."""
 
-import math
 
 import keras
 import numpy as np
 
 from attnkit.ops import counter_noise
-
-
-def _mix(x):
-    x = np.asarray(x, np.uint32)
-    x ^= x >> np.uint32(16)
-    x *= np.uint32(0x7FEB352D)
-    x ^= x >> np.uint32(15)
-    x *= np.uint32(0x846CA68B)
-    x ^= x >> np.uint32(16)
-    return x
-
-
-def reference_normal(state, length):
-    """The same generator in NumPy uint32 arithmetic, float64 Box-Muller."""
-    s = np.rint(state).astype(np.int64)
-    seed = (s[:, 0] + 256 * s[:, 1] + 65536 * s[:, 2]).astype(np.uint32)
-    counter = (s[:, 3] + 256 * s[:, 4]).astype(np.uint32)
-    key = _mix(_mix(seed) ^ counter)
-    pos = np.arange(length, dtype=np.uint32) * np.uint32(0x9E3779B)
-    key = _mix(key[:, None] ^ pos[None, :])
-
-    def uniform(stream):
-        bits = _mix(key ^ np.uint32((stream * 0x27D4EB2F) & 0xFFFFFFFF)) >> np.uint32(8)
-        return (bits.astype(np.float64) + 0.5) / 2**24
-
-    u1, u2 = uniform(1), uniform(2)
-    return np.sqrt(-2 * np.log(u1)) * np.cos(2 * math.pi * u2)
+from attnkit.testing.reference import reference_counter_normal
 
 
 def test_matches_numpy_uint32_reference():
@@ -40,7 +13,7 @@ def test_matches_numpy_uint32_reference():
     state = rng.integers(0, 256, size=(64, 5)).astype("float32")
     noise, _ = counter_noise.normal(keras.ops.convert_to_tensor(state), np.zeros((64, 33)))
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(noise), reference_normal(state, 33), atol=2e-5, rtol=0
+        keras.ops.convert_to_numpy(noise), reference_counter_normal(state, 33), atol=2e-5, rtol=0
     )
 
 

@@ -7,19 +7,11 @@ from keras import ops
 
 from attnkit.layers import AttentionRNNCell, ForwardAttention
 from attnkit.ops import alignment
+from attnkit.testing.reference import reference_forward_attention
 
 
 def to_np(x):
     return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def reference_step(e, prev, u=None):
-    y = np.exp(e - e.max(-1, keepdims=True))
-    y /= y.sum(-1, keepdims=True)
-    shifted = np.concatenate([np.zeros_like(prev[:, :1]), prev[:, :-1]], -1)
-    prior = prev + shifted if u is None else (1 - u) * prev + u * shifted
-    a = prior * y
-    return a / a.sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize("with_u", [False, True])
@@ -34,7 +26,7 @@ def test_step_matches_float64(with_u):
         None,
         None if u is None else u.astype("float32"),
     )
-    np.testing.assert_allclose(to_np(got), reference_step(e, prev, u), atol=1e-6)
+    np.testing.assert_allclose(to_np(got), reference_forward_attention(e, prev, u=u), atol=1e-6)
 
 
 def test_hand_computed_first_step():

@@ -6,6 +6,11 @@ import pytest
 
 from attnkit.layers import Attention, LocalAttention
 from attnkit.testing.contract import run_layer_contract
+from attnkit.testing.reference import (
+    reference_general_score,
+    reference_local_attention,
+    reference_predictive_positions,
+)
 
 B, TQ, TV, D = 2, 5, 9, 6
 
@@ -23,19 +28,9 @@ def _data(seed=0, tq=TQ, tv=TV):
 
 
 def reference_local(q, v, W, positions, window, sigma, mask):
-    """Float64 Luong eq. 9-10: general score, softmax inside the window, Gaussian."""
-    q, v = np.asarray(q, np.float64), np.asarray(v, np.float64)
-    scores = np.einsum("bqd,de,bke->bqk", q, W, v)
-    s = np.arange(v.shape[1])[None, None, :]
-    p = np.broadcast_to(positions, (q.shape[0], q.shape[1]))[:, :, None]
-    keep = (np.abs(s - p) <= window) & mask
-    e = np.where(keep, scores, -np.inf)
-    top = np.max(e, -1, keepdims=True)
-    z = np.where(keep, np.exp(e - np.where(np.isfinite(top), top, 0)), 0.0)
-    total = z.sum(-1, keepdims=True)
-    align = np.where(total > 0, z / np.where(total > 0, total, 1), 0.0)
-    a = align * np.exp(-((s - p) ** 2) / (2 * sigma**2))
-    return a @ v, a
+    """Luong eq. 9-10 with the general score: softmax inside the window, Gaussian."""
+    scores = reference_general_score(q, v, W)
+    return reference_local_attention(scores, v, positions, window, sigma=sigma, mask=mask)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +78,10 @@ def test_local_p_matches_reference_and_is_zero_outside_window():
     w = {x.name: to_numpy(x).astype(np.float64) for x in layer.weights}
     out, a = layer([q, v], mask=[None, value_mask], return_attention_scores=True)
     lengths = value_mask.sum(-1)[:, None]
-    logit = np.tanh(q.astype(np.float64) @ w["position_kernel"]) @ w["position_vector"]
-    positions = lengths / (1 + np.exp(-logit))  # S · sigmoid(v_pᵀ tanh(W_p h_t))
+    # S · sigmoid(v_pᵀ tanh(W_p h_t)), S the number of valid keys.
+    positions = reference_predictive_positions(
+        q, w["position_kernel"], w["position_vector"], lengths
+    )
     ref_out, ref_a = reference_local(q, v, w["kernel"], positions, 2, 1.0, value_mask[:, None, :])
     np.testing.assert_allclose(to_numpy(a), ref_a, atol=1e-5)
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=1e-5)

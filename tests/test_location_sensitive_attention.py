@@ -7,19 +7,11 @@ from keras import ops
 
 from attnkit.layers import AttentionRNNCell, LocationSensitiveAttention
 from attnkit.ops import alignment
+from attnkit.testing.reference import reference_location_features, reference_masked_softmax
 
 
 def to_np(x):
     return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def reference_conv(a, kernel):
-    """'same' 1-D convolution: feature j sees a[j - (K-1)//2 .. j + K//2]."""
-    k = kernel.shape[0]
-    left = (k - 1) // 2
-    padded = np.pad(a, [(0, 0), (left, k - 1 - left)])
-    t = a.shape[1]
-    return np.stack([padded[:, j : j + k] @ kernel[:, 0, :] for j in range(t)], 1)
 
 
 @pytest.mark.parametrize("kernel_size", [3, 4])
@@ -28,7 +20,7 @@ def test_location_features_match_float64(kernel_size):
     a = rng.uniform(size=(2, 7))
     kernel = rng.normal(size=(kernel_size, 1, 3))
     got = alignment.location_features(a.astype("float32"), kernel.astype("float32"))
-    np.testing.assert_allclose(to_np(got), reference_conv(a, kernel), atol=1e-5)
+    np.testing.assert_allclose(to_np(got), reference_location_features(a, kernel), atol=1e-5)
 
 
 @pytest.mark.parametrize("cumulative", [True, False])
@@ -51,13 +43,11 @@ def test_cell_matches_float64_and_stepping(cumulative):
     w = {v.name: to_np(v) for v in mech.weights}
     source = np.zeros((2, 6))
     for t in range(4):
-        f = reference_conv(source, w["location_filters"]) @ w["location_kernel"]
+        f = reference_location_features(source, w["location_filters"]) @ w["location_kernel"]
         hidden = np.tanh(
             (queries[t] @ w["query_kernel"])[:, None] + memory @ w["memory_kernel"] + f
         )
-        e = np.where(mask, hidden @ w["attention_v"], -np.inf)
-        want = np.exp(e - e.max(-1, keepdims=True))
-        want /= want.sum(-1, keepdims=True)
+        want = reference_masked_softmax(hidden @ w["attention_v"], mask)
         np.testing.assert_allclose(align[:, t], want, atol=2e-5)
         source = source + want if cumulative else want
 

@@ -7,22 +7,11 @@ from keras import ops
 
 from attnkit.layers import AttentionRNNCell, MonotonicAttention
 from attnkit.ops import alignment
+from attnkit.testing.reference import reference_monotonic_expected
 
 
 def to_np(x):
     return np.asarray(ops.convert_to_numpy(x), dtype=np.float64)
-
-
-def reference_expected(p, prev):
-    """Raffel et al. 2017 eq. 9-10 in float64, loop over j."""
-    b, t = p.shape
-    alpha = np.zeros((b, t))
-    for n in range(b):
-        q = 0.0
-        for j in range(t):
-            q = (1 - p[n, j - 1]) * q + prev[n, j] if j else prev[n, 0]
-            alpha[n, j] = p[n, j] * q
-    return alpha
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -30,7 +19,7 @@ def test_parallel_recursive_and_reference_agree(seed):
     rng = np.random.default_rng(seed)
     p = rng.uniform(0.05, 0.95, size=(3, 7)).astype("float32")
     prev = rng.dirichlet(np.ones(7), size=3).astype("float32") * 0.9
-    want = reference_expected(p.astype(np.float64), prev.astype(np.float64))
+    want = reference_monotonic_expected(p, prev)
     rec = to_np(alignment.monotonic_recursive(p, prev))
     par = to_np(alignment.monotonic_parallel(p, prev))
     np.testing.assert_allclose(rec, want, atol=1e-6)
