@@ -13,7 +13,11 @@ from conftest import to_numpy
 
 from attnkit.ops import attention, chunked
 from attnkit.ops.attention import prepare
-from attnkit.testing.reference import reference_attention, reference_mask
+from attnkit.testing.reference import (
+    reference_attention,
+    reference_attention_gradients,
+    reference_mask,
+)
 
 B, H, HKV, D = 2, 4, 2, 8
 TOL = 5e-6  # float32 against float64, inputs and cotangents of order 1
@@ -42,38 +46,6 @@ MASKINGS = {
     "padding": lambda tq, tv: {"mask": _padding(tv)},
     "padding_causal": lambda tq, tv: {"mask": _padding(tv), "causal": True},
 }
-
-
-def reference_gradients(q, k, v, g, **kwargs):
-    """d sum(attention(q, k, v) * g) / d(q, k, v) in float64, from the equations
-    dV = Pᵀ G, dP = G Vᵀ, dS = P ⊙ (dP - rowsum(dP ⊙ P)), dQ = c dS K, dK = c dSᵀ Q."""
-    q, k, v, g = (np.asarray(t, np.float64) for t in (q, k, v, g))
-    squeeze = q.ndim == 3
-    if squeeze:
-        q, k, v, g = (t[:, :, None] for t in (q, k, v, g))
-    _, tq, h, d = q.shape
-    hkv = k.shape[2]
-    group = h // hkv
-    scale = 1.0 / np.sqrt(d)
-    _, weights = reference_attention(
-        q,
-        k,
-        v,
-        **{**kwargs, **({"mask": kwargs["mask"][:, None]} if "mask" in kwargs else {})},
-    )  # (B, H, Tq, Tv)
-    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
-    for head in range(h):
-        kv = head // group
-        p = weights[:, head]  # (B, Tq, Tv)
-        gh = g[:, :, head]  # (B, Tq, Dv)
-        dv[:, :, kv] += p.swapaxes(1, 2) @ gh
-        dp = gh @ v[:, :, kv].swapaxes(1, 2)  # (B, Tq, Tv)
-        ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
-        dq[:, :, head] = scale * (ds @ k[:, :, kv])
-        dk[:, :, kv] += scale * (ds.swapaxes(1, 2) @ q[:, :, head])
-    if squeeze:
-        dq, dk, dv = dq[:, :, 0], dk[:, :, 0], dv[:, :, 0]
-    return dq, dk, dv
 
 
 def gradients(q, k, v, g, **kwargs):
@@ -114,7 +86,7 @@ def _check(q, k, v, kwargs, block_size, rng, grad_rtol=0):
     expected, _ = reference_attention(q, k, v, **ref_kwargs)
     np.testing.assert_allclose(out, expected, atol=TOL, rtol=0, err_msg="output")
     for name, got, want in zip(
-        "qkv", (dq, dk, dv), reference_gradients(q, k, v, g, **kwargs), strict=True
+        "qkv", (dq, dk, dv), reference_attention_gradients(q, k, v, g, **kwargs), strict=True
     ):
         assert np.all(np.isfinite(got)), name
         np.testing.assert_allclose(got, want, atol=TOL, rtol=grad_rtol, err_msg=f"d{name}")
@@ -165,7 +137,8 @@ def test_fully_masked_rows_are_zero_with_zero_gradients(rng):
     assert np.all(dk[1] == 0) and np.all(dv[1] == 0)
     expected, _ = reference_attention(q, k, v, mask=mask)
     np.testing.assert_allclose(out, expected, atol=TOL, rtol=0)
-    for got, want in zip((dq, dk, dv), reference_gradients(q, k, v, g, mask=mask), strict=True):
+    want_grads = reference_attention_gradients(q, k, v, g, mask=mask)
+    for got, want in zip((dq, dk, dv), want_grads, strict=True):
         np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
