@@ -1,12 +1,12 @@
 """AttentionRNNCell: float64 reference step, RNN == stepping, and the layer contract.
 
-``run_layer_contract`` calls a layer on its inputs; a cell is called through
-``keras.layers.RNN`` with its memory in ``initial_state``, which the helper has
-no slot for. ``test_contract_*`` therefore runs the same checks on a whole
-encoder-decoder model: config round trip, symbolic == eager shapes, .keras
-save/reload (safe mode, no custom_objects) with identical outputs, one fit step
-lowers the loss, mixed precision keeps float32 weights with finite outputs,
-and the decoder mask passes through.
+``run_layer_contract`` runs a cell through ``keras.layers.RNN`` with its memory
+in ``initial_state``, on the registry's example (``attnkit.testing.registry``,
+checked in ``test_portability``). ``test_contract_*`` here run the same checks on
+a whole encoder-decoder model: config round trip, symbolic == eager shapes,
+.keras save/reload (safe mode, no custom_objects) with identical outputs, one
+fit step lowers the loss, mixed precision keeps float32 weights with finite
+outputs, and the decoder mask passes through.
 """
 
 import os
@@ -17,6 +17,12 @@ import pytest
 from keras import ops
 
 from attnkit.layers import AttentionRNNCell, BahdanauAttention, LuongAttention
+from attnkit.testing.reference import (
+    reference_bahdanau_energies,
+    reference_gru_step,
+    reference_luong_energies,
+    reference_masked_softmax,
+)
 
 B, TY, TX, DX, DM = 2, 4, 5, 3, 6
 
@@ -42,27 +48,21 @@ def _data(seed=0):
     return memory, targets, mask
 
 
-def _softmax(e, mask):
-    e = np.where(mask, e, -np.inf)
-    m = np.max(e, -1, keepdims=True)
-    w = np.where(mask, np.exp(e - m), 0.0)
-    return w / w.sum(-1, keepdims=True)
-
-
 def _reference_energies(mech, query, memory):
     """The paper's energies in float64 from the layer's weights."""
     w = {v.name: to_np(v) for v in mech.weights}
     if isinstance(mech, LuongAttention):
-        keys = memory @ w["memory_kernel"] if mech.score_mode == "general" else memory
-        e = np.einsum("bd,bkd->bk", query, keys)
-        return e * w.get("scale", 1.0)
-    v = w["attention_v"]
-    bias = 0.0
-    if mech.normalize:
-        v = w["attention_g"] * v / np.linalg.norm(v)
-        bias = w["attention_b"]
-    hidden = np.tanh((query @ w["query_kernel"] + bias)[:, None, :] + memory @ w["memory_kernel"])
-    return hidden @ v
+        kernel = w["memory_kernel"] if mech.score_mode == "general" else None
+        return reference_luong_energies(query, memory, kernel, w.get("scale", 1.0))
+    return reference_bahdanau_energies(
+        query,
+        memory,
+        w["query_kernel"],
+        w["memory_kernel"],
+        w["attention_v"],
+        g=w["attention_g"] if mech.normalize else None,
+        b=w["attention_b"] if mech.normalize else None,
+    )
 
 
 def _reference_gru_run(cell, memory, targets, mask):
@@ -76,13 +76,8 @@ def _reference_gru_run(cell, memory, targets, mask):
     outs, aligns = [], []
     for t in range(TY):
         x = np.concatenate([targets[:, t], att], -1)
-        xz = x @ kernel + bias[0]
-        hz = h @ rec + bias[1]
-        z = 1 / (1 + np.exp(-(xz[:, :units] + hz[:, :units])))
-        r = 1 / (1 + np.exp(-(xz[:, units : 2 * units] + hz[:, units : 2 * units])))
-        hh = np.tanh(xz[:, 2 * units :] + r * hz[:, 2 * units :])
-        h = z * h + (1 - z) * hh
-        alpha = _softmax(_reference_energies(cell.mechanism, h, memory), mask)
+        h = reference_gru_step(x, h, kernel, rec, bias)
+        alpha = reference_masked_softmax(_reference_energies(cell.mechanism, h, memory), mask)
         context = np.einsum("bk,bkd->bd", alpha, memory)
         att = np.tanh(np.concatenate([h, context], -1) @ wa)
         outs.append(att)
