@@ -14,9 +14,10 @@ probabilities from it, ``p = exp(s - lse)``, instead of storing them:
 
     dv += pᵀ do;  dp = do vᵀ;  ds = p · (dp - rowsum(do · o));  dq += ds k;  dk += dsᵀ q
 
-so training needs O(N) memory too. ``_backend_kernels`` attaches this backward
-to the forward with each backend's custom-gradient mechanism; with a ``bias``
-or a non-dot score the forward is differentiated by plain autodiff instead.
+so training needs O(N) memory too. ``backend.custom_vjp`` attaches this
+backward to the forward with each backend's custom-gradient mechanism; with a
+``bias`` or a non-dot score the forward is differentiated by plain autodiff
+instead.
 
 Blocks that a causal or window mask hides entirely are skipped, not computed and
 discarded. Grouped-query attention never repeats keys: a key block is matched
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from attnkit.ops import naive
+from attnkit.ops import backend, naive
 from attnkit.ops.masks import combine_masks, large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
 
@@ -412,6 +413,13 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
     return dq, _from_key_blocks(dk, cfg), _from_key_blocks(dv, cfg)
 
 
+# Blocked attention with the O(N)-memory backward: ``query`` (B, Tq, Hkv, G, D)
+# already scaled, ``key`` (B, Tv, Hkv, D), ``value`` (B, Tv, Hkv, Dv), all in the
+# softmax dtype; ``mask`` bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or None (not
+# differentiated); ``cfg`` a ``Blocking``. Returns (B, Tq, Hkv, G, Dv).
+flash_attention = backend.custom_vjp(forward, backward)
+
+
 def uses_custom_gradient(problem):
     """The recomputing backward covers dot-product logits without a bias."""
     return problem.score_name == "dot" and problem.bias is None
@@ -425,9 +433,7 @@ def attend(problem, block_size=None):
     out_dtype = keras.backend.result_type(query.dtype, problem.value.dtype)
     value = ops.cast(problem.value, dtype)
     if uses_custom_gradient(problem):
-        from attnkit.ops import _backend_kernels
-
-        out = _backend_kernels.flash_attention(
+        out = flash_attention(
             ops.cast(query, dtype),
             ops.cast(problem.key, dtype),
             value,

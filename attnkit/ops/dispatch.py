@@ -1,11 +1,15 @@
 """Chooses an implementation for ``implementation="auto"`` and checks explicit ones.
 
-The thresholds come from measurements on a 2-core CPU (see docs/BENCHMARKS.md).
+The policy tables of the attention core: with ``backend`` (the kernels) the only
+module that knows which backend runs. The thresholds come from measurements on
+a 2-core CPU (see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import keras
+
+from attnkit.ops import backend as backend_lib
 
 # Above this many (query, key) pairs per head, "auto" takes the chunked path
 # (on torch and TensorFlow: when the fused kernel does not take the call). Measured on a
@@ -15,8 +19,7 @@ import keras
 # N=1024; on TensorFlow naive wins at N=512, they tie at N=1024 and chunked
 # wins from N=4096 on. Below the threshold the scores fit in cache.
 CHUNKED_MIN_PAIRS = {"jax": 256 * 256, "tensorflow": 1024 * 1024, "torch": 1024 * 1024}
-# The threshold attnkit.layers.MultiHeadAttention applies when flash attention
-# is switched off.
+# The threshold on backends without an entry above.
 NAIVE_MAX_PAIRS = 512 * 512
 # On TensorFlow, keras' kernel (plain batched matmuls in the (B, H, T, D)
 # layout) ran 1.5-1.7x faster than chunked at N=4096 and 8192 (287 vs 418 ms,
@@ -71,7 +74,7 @@ def choose(problem, implementation, return_weights, dropout_active):
         return implementation
     # "auto": on torch the native SDPA kernel (fused, O(N) memory, also
     # backward) is the fastest path at every measured size.
-    backend = keras.backend.backend()
+    backend = backend_lib.name()
     if backend == "torch" and fused_supports(problem, return_weights, dropout_active) is None:
         return "fused"
     tq, tv = problem.query_length, problem.key_length
@@ -84,7 +87,47 @@ def choose(problem, implementation, return_weights, dropout_active):
     ):
         return "fused"
     if chunked_supports(problem, return_weights, dropout_active) is None:
-        threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
-        if pairs > threshold:
+        if pairs > _chunked_threshold(backend):
             return "chunked"
     return "naive"
+
+
+def _chunked_threshold(backend):
+    return CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
+
+
+def layer_implementation(
+    implementation, flash_attention, query_length, key_length, return_weights, dropout
+):
+    """What a layer with Keras' ``flash_attention`` switch asks the core for.
+
+    ``flash_attention`` True (or None while ``keras.config.enable_flash_attention()``
+    is on) requires the fused kernel; False forbids it, so ``"auto"`` then
+    chooses between naive and chunked with the core's threshold; None otherwise
+    leaves ``implementation`` as it is. ``dropout`` is the rate in effect for
+    this call (0 outside training).
+    """
+    flash = flash_attention
+    if flash is None:
+        flash = keras.config.is_flash_attention_enabled()
+    if flash:
+        if return_weights:
+            raise ValueError(
+                "Attention scores cannot be returned with flash attention. "
+                f"Received: return_attention_scores={return_weights}, "
+                "flash_attention=True"
+            )
+        if dropout > 0:
+            raise ValueError(
+                "Dropout is not supported with flash attention. "
+                f"Received: dropout={dropout}, flash_attention=True"
+            )
+        return "fused"
+    if flash is False and implementation == "auto":
+        large = (
+            query_length is not None
+            and key_length is not None
+            and query_length * key_length > _chunked_threshold(backend_lib.name())
+        )
+        return "chunked" if large and not (return_weights or dropout > 0) else "naive"
+    return implementation

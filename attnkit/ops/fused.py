@@ -1,11 +1,11 @@
-"""The backend's own kernel, through ``keras.ops.dot_product_attention`` (torch:
-SDPA; TensorFlow causal: blocked, ``_backend_kernels.tf_causal_blocks``)."""
+"""The backend's own kernel (``backend.fused_attention``: torch SDPA, keras'
+``dot_product_attention``, blocked causal on TensorFlow), with attnkit's masks."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
+from attnkit.ops import backend
 from attnkit.ops.masks import combine_masks, large_negative
 
 
@@ -15,9 +15,8 @@ def attend(problem):
     # a separate multiply cost 7 ms of 29 at N=1024 on torch).
     query = problem.query
     scale = 1.0 if problem.scale is None else float(problem.scale)
-    batch, tq, kv_heads, groups, d = ops.shape(query)
+    batch, tq, kv_heads, groups, _ = ops.shape(query)
     heads = kv_heads * groups
-    key, value = problem.key, problem.value  # (B, Tv, Hkv, D)
 
     simple_causal = (
         problem.causal is not None
@@ -31,17 +30,6 @@ def attend(problem):
             or (problem.query_length is not None and problem.query_length == problem.key_length)
         )
     )
-    if (
-        keras.backend.backend() == "tensorflow"
-        and simple_causal
-        and problem.query_length is not None
-        and problem.key_length is not None
-    ):
-        # keras' kernel computes the masked half too (docs/BENCHMARKS.md).
-        from attnkit.ops import _backend_kernels
-
-        return _backend_kernels.tf_causal_blocks(query, key, value, scale)
-    query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
     mask = None
     if not simple_causal:
         position = problem.position_mask()
@@ -69,47 +57,15 @@ def attend(problem):
         if mask is not None:
             bias = bias + ops.where(mask, 0.0, large_negative(query.dtype))
             mask = None
-    if keras.backend.backend() == "torch":
-        # keras' torch path repeats K/V for grouped-query heads; SDPA's
-        # enable_gqa shares them (docs/BENCHMARKS.md).
-        from attnkit.ops import _backend_kernels
-
-        out = _backend_kernels.torch_sdpa(
-            query,
-            key,
-            value,
-            mask=bias if bias is not None else mask,
-            is_causal=simple_causal,
-            scale=scale,
-        )  # (B, Tq, H, Dv)
-    else:
-        if keras.backend.backend() == "tensorflow" and groups > 1:
-            # keras' TensorFlow kernel has no grouped-query heads.
-            key = ops.repeat(key, groups, axis=2)  # (B, Tv, H, D)
-            value = ops.repeat(value, groups, axis=2)
-        dv, d = value.shape[-1], query.shape[-1]
-        if keras.backend.backend() == "jax" and dv != d:
-            # jax.nn.dot_product_attention requires the value head size to equal
-            # the key's: pad values with zero features and drop them after.
-            if dv < d:
-                value = ops.pad(value, [(0, 0), (0, 0), (0, 0), (0, d - dv)])
-            else:
-                pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
-                query, key = ops.pad(query, pad), ops.pad(key, pad)
-        out = ops.dot_product_attention(
-            query,
-            key,
-            value,
-            bias=bias,
-            mask=mask,
-            scale=scale,
-            is_causal=simple_causal,
-        )
-        out = out[..., : problem.value.shape[-1]]  # (B, Tq, H, Dv)
+    out = backend.fused_attention(
+        query, problem.key, problem.value, mask=mask, bias=bias, causal=simple_causal, scale=scale
+    )  # (B, Tq, Hkv, G, Dv)
     if row_has_key is not None:
+        dv = out.shape[-1]
         keep = ops.transpose(ops.cast(row_has_key, out.dtype), (0, 2, 1, 3))  # (B, Tq, H, 1)
-        out = out * keep
-    return ops.reshape(out, (batch, tq, kv_heads, groups, problem.value.shape[-1]))
+        out = ops.reshape(out, (batch, tq, heads, dv)) * keep  # (B, Tq, H, Dv)
+        out = ops.reshape(out, (batch, tq, kv_heads, groups, dv))
+    return out
 
 
 def _heads_layout(x, heads):

@@ -1,0 +1,279 @@
+"""Every backend-specific line of the attention core, in this one leaf module.
+
+The algorithms (``chunked``, ``fused``, ``naive``) are written once with
+``keras.ops``; three things need a backend's own API, each chosen from a
+measurement recorded in docs/BENCHMARKS.md:
+
+1. ``custom_vjp(forward, backward)``: attaches a hand-written backward to a
+   forward with ``jax.custom_vjp``, ``tf.custom_gradient`` or a
+   ``torch.autograd.Function``. ``chunked`` uses it for its recomputing
+   FlashAttention-2 backward; without it, autodiff through the blocked loops
+   stores every block's probabilities (O(N²) memory).
+2. ``fused_attention(...)``: the backend's own attention kernel, with what
+   each backend needs around it: PyTorch's ``scaled_dot_product_attention``
+   with ``enable_gqa`` (``keras.ops.dot_product_attention`` would repeat the
+   key/value heads), repeated key/value heads for TensorFlow's kernel, zero
+   padding of unequal head sizes for JAX's.
+3. Causal attention on TensorFlow in query blocks (``tf_causal_blocks``): it
+   needs ``tf.map_fn`` over heads and ``transpose_b`` matmuls, so that each
+   block's key/value prefix is a free slice rather than a copy.
+
+This module imports only ``keras`` and the core's two primitive modules
+(``masks``, ``softmax``), never an algorithm: ``tests/test_imports.py`` checks
+it, and that no other module of attnkit but ``dispatch`` (the policy tables)
+asks which backend runs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import ops
+
+from attnkit.ops.masks import large_negative, position_mask
+from attnkit.ops.softmax import softmax_dtype
+
+
+def name():
+    """The running Keras backend: ``"jax"``, ``"tensorflow"``, ``"torch"``, ..."""
+    return keras.backend.backend()
+
+
+# Custom gradients ----------------------------------------------------------------
+
+
+def custom_vjp(forward, backward):
+    """``f(query, key, value, mask, cfg)`` with a hand-written backward.
+
+    ``forward(query, key, value, mask, cfg) -> (out, residual)`` and
+    ``backward(query, key, value, mask, cfg, out, residual, d_out) -> (dq, dk,
+    dv)``. ``query``, ``key`` and ``value`` are differentiated; ``mask`` (a
+    tensor or None) is not; ``cfg`` is static and hashable. The returned
+    function gives ``out``; on a backend without a custom-gradient mechanism
+    here it is the forward, differentiated by autodiff.
+    """
+
+    def apply(query, key, value, mask, cfg):
+        backend = name()
+        if backend == "jax":
+            return _jax_vjp(forward, backward)(query, key, value, mask, cfg)
+        if backend == "tensorflow":
+            return _tf_vjp(forward, backward, query, key, value, mask, cfg)
+        if backend == "torch":
+            return _torch_vjp(forward, backward, query, key, value, mask, cfg)
+        return forward(query, key, value, mask, cfg)[0]
+
+    return apply
+
+
+@functools.cache
+def _jax_vjp(forward, backward):
+    import jax
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+    def f(query, key, value, mask, cfg):
+        return forward(query, key, value, mask, cfg)[0]
+
+    def f_fwd(query, key, value, mask, cfg):
+        out, residual = forward(query, key, value, mask, cfg)
+        return out, (query, key, value, mask, out, residual)
+
+    def f_bwd(cfg, saved, d_out):
+        query, key, value, mask, out, residual = saved
+        dq, dk, dv = backward(query, key, value, mask, cfg, out, residual, d_out)
+        return dq, dk, dv, None
+
+    f.defvjp(f_fwd, f_bwd)
+    return f
+
+
+def _tf_vjp(forward, backward, query, key, value, mask, cfg):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def f(query, key, value):
+        out, residual = forward(query, key, value, mask, cfg)
+
+        def grad(d_out):
+            return backward(query, key, value, mask, cfg, out, residual, d_out)
+
+        return out, grad
+
+    return f(query, key, value)
+
+
+@functools.cache
+def _torch_function(forward, backward):
+    import torch
+
+    class Function(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, query, key, value, mask, cfg):
+            out, residual = forward(query, key, value, mask, cfg)
+            ctx.save_for_backward(query, key, value, out, residual)
+            ctx.mask, ctx.cfg = mask, cfg
+            return out
+
+        @staticmethod
+        def backward(ctx, d_out):
+            query, key, value, out, residual = ctx.saved_tensors
+            with torch.no_grad():
+                dq, dk, dv = backward(query, key, value, ctx.mask, ctx.cfg, out, residual, d_out)
+            return dq, dk, dv, None, None
+
+    return Function
+
+
+def _torch_vjp(forward, backward, query, key, value, mask, cfg):
+    import torch
+
+    if not any(torch.is_tensor(x) and x.requires_grad for x in (query, key, value)):
+        with torch.no_grad():
+            return forward(query, key, value, mask, cfg)[0]
+    return _torch_function(forward, backward).apply(query, key, value, mask, cfg)
+
+
+# The backend's attention kernel --------------------------------------------------
+
+
+def fused_attention(query, key, value, *, mask=None, bias=None, causal=False, scale=1.0):
+    """The backend's own kernel over grouped heads.
+
+    ``query`` (B, Tq, Hkv, G, D), ``key`` (B, Tv, Hkv, D), ``value`` (B, Tv,
+    Hkv, Dv); ``mask`` bool and ``bias`` additive, each (B|1, H|1, Tq, Tv) or
+    None, with no row fully masked (the caller opens such rows and zeroes
+    their output); ``causal`` top-left aligned (only given with neither mask
+    nor bias); ``scale`` multiplies the scores inside the kernel. Returns
+    (B, Tq, Hkv, G, Dv).
+    """
+    backend = name()
+    batch, tq, kv_heads, groups, d = ops.shape(query)
+    dv = value.shape[-1]
+    if (
+        backend == "tensorflow"
+        and causal
+        and isinstance(query.shape[1], int)
+        and isinstance(key.shape[1], int)
+    ):
+        # keras' kernel computes the masked half too (docs/BENCHMARKS.md).
+        return tf_causal_blocks(query, key, value, scale)
+    heads = kv_heads * groups
+    query = ops.reshape(query, (batch, tq, heads, d))  # (B, Tq, H, D)
+    if backend == "torch":
+        out = _torch_sdpa(
+            query,
+            key,
+            value,
+            mask=bias if bias is not None else mask,
+            is_causal=causal,
+            scale=scale,
+        )  # (B, Tq, H, Dv)
+    else:
+        if backend == "tensorflow" and groups > 1:
+            # keras' TensorFlow kernel has no grouped-query heads.
+            key = ops.repeat(key, groups, axis=2)  # (B, Tv, H, D)
+            value = ops.repeat(value, groups, axis=2)
+        if backend == "jax" and dv != d:
+            # jax.nn.dot_product_attention requires the value head size to equal
+            # the key's: pad values with zero features and drop them after.
+            if dv < d:
+                value = ops.pad(value, [(0, 0), (0, 0), (0, 0), (0, d - dv)])
+            else:
+                pad = [(0, 0), (0, 0), (0, 0), (0, dv - d)]
+                query, key = ops.pad(query, pad), ops.pad(key, pad)
+        out = ops.dot_product_attention(
+            query, key, value, bias=bias, mask=mask, scale=scale, is_causal=causal
+        )
+        out = out[..., :dv]  # (B, Tq, H, Dv)
+    return ops.reshape(out, (batch, tq, kv_heads, groups, dv))
+
+
+def _torch_sdpa(query, key, value, mask=None, is_causal=False, scale=1.0):
+    """``F.scaled_dot_product_attention`` in the (B, T, H, D) layout,
+    grouped-query heads shared without copies. ``mask`` bool or additive
+    (B|1, H|1, Tq, Tv)."""
+    import torch.nn.functional as F
+
+    q = query.permute(0, 2, 1, 3)  # (B, H, Tq, D)
+    k = key.permute(0, 2, 1, 3)  # (B, Hkv, Tv, D)
+    v = value.permute(0, 2, 1, 3)
+    out = F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=is_causal,
+        scale=scale,
+        enable_gqa=q.shape[1] != k.shape[1],
+    )  # (B, H, Tq, Dv)
+    return out.permute(0, 2, 1, 3)
+
+
+# TensorFlow causal blocks ------------------------------------------------------
+
+# Causal attention through a materialising kernel computes and then discards
+# the masked half of the scores. Split into query blocks, block i needs only
+# the keys up to its last row: sum_i (i + 1) / n^2 = 0.53 of the work at
+# n = 16 blocks. TensorFlow slices copy unless they cut the outermost axis of
+# a tensor, so the blocks run per (batch, key/value head) under tf.map_fn,
+# where q, k and v are 2-D and every block's rows and key prefix are views;
+# the rows of the G query heads sharing a key/value head are interleaved
+# (T * G, D), so grouped-query heads share K/V without repeating them. Each
+# block's scores get one additive mask (rows, 1, keys), built once and shared
+# by every head. Measured on TensorFlow, forward, B=1, H=8, D=64, one process,
+# alternating calls (docs/BENCHMARKS.md): causal / non-causal 0.53x at N=4096,
+# 0.50x at N=8192 (batched blocks with copied prefixes: 0.60x; 24 or 32
+# blocks, or parallel_iterations 1 or 4, no better).
+CAUSAL_QUERY_BLOCKS = 16
+CAUSAL_MIN_BLOCK_ROWS = 256
+
+
+def tf_causal_blocks(query, key, value, scale):
+    """Top-left causal attention, blocked over queries; lengths must be static.
+
+    ``query`` (B, Tq, Hkv, G, D), ``key`` (B, Tv, Hkv, D), ``value`` (B, Tv, Hkv,
+    Dv) -> (B, Tq, Hkv, G, Dv). Row r sees keys 0..r (every key once r >= Tv);
+    each block's rows see their whole key prefix, so every block is an exact
+    softmax on its own.
+    """
+    import tensorflow as tf
+
+    _, tq, kv_heads, groups, d = query.shape
+    tv, dv = key.shape[1], value.shape[-1]
+    batch = tf.shape(query)[0]
+    # Logits and softmax in at least float32, as keras' kernel does.
+    logits_dtype = softmax_dtype(query.dtype)
+    q = tf.transpose(query * tf.cast(scale, query.dtype), (0, 2, 1, 3, 4))  # (B, Hkv, Tq, G, D)
+    q = tf.reshape(q, (-1, tq * groups, d))  # (B * Hkv, Tq * G, D)
+    k = tf.reshape(tf.transpose(key, (0, 2, 1, 3)), (-1, tv, d))  # (B * Hkv, Tv, D)
+    v = tf.reshape(tf.transpose(value, (0, 2, 1, 3)), (-1, tv, dv))
+
+    size = max(CAUSAL_MIN_BLOCK_ROWS, -(-tq // CAUSAL_QUERY_BLOCKS))
+    blocks = []
+    for start in range(0, tq, size):
+        stop = min(start + size, tq)
+        visible = min(stop, tv)  # keys 0 .. visible - 1 seen by some row
+        seen = position_mask(
+            tf.range(start, stop)[:, None, None],
+            tf.range(visible)[None, None],
+            causal="top_left",
+            window=None,
+        )  # (rows, 1, keys)
+        penalty = tf.where(seen, 0.0, large_negative(logits_dtype))
+        blocks.append((start, stop, visible, tf.cast(penalty, logits_dtype)))  # (rows, 1, keys)
+
+    def one_head(qkv):
+        q_h, k_h, v_h = qkv  # (Tq * G, D), (Tv, D), (Tv, Dv)
+        outs = []
+        for start, stop, visible, penalty in blocks:
+            rows = stop - start
+            scores = tf.matmul(q_h[start * groups : stop * groups], k_h[:visible], transpose_b=True)
+            scores = tf.reshape(tf.cast(scores, logits_dtype), (rows, groups, visible)) + penalty
+            probs = tf.cast(tf.nn.softmax(scores, axis=-1), v_h.dtype)
+            outs.append(tf.matmul(tf.reshape(probs, (rows * groups, visible)), v_h[:visible]))
+        return outs[0] if len(outs) == 1 else tf.concat(outs, axis=0)  # (Tq * G, Dv)
+
+    out = tf.map_fn(one_head, (q, k, v), fn_output_signature=value.dtype, parallel_iterations=2)
+    out = tf.reshape(out, (batch, kv_heads, tq, groups, dv))
+    return tf.transpose(out, (0, 2, 1, 3, 4))
