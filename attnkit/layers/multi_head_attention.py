@@ -6,14 +6,17 @@ import math
 import string
 
 import keras
-import numpy as np
 from keras import ops
 
-from attnkit.layers import _base
+from attnkit.layers import _attention_axes, _base
+from attnkit.layers import _kv_cache as kv_cache
+from attnkit.layers._attention_axes import AttentionLayout
 from attnkit.ops import attention as core_attention
+from attnkit.ops import dispatch
+from attnkit.ops import masks as masks_lib
 from attnkit.ops.attention import IMPLEMENTATIONS
-from attnkit.ops.dispatch import CHUNKED_MIN_PAIRS, NAIVE_MAX_PAIRS
 from attnkit.ops.masks import combine_masks
+from attnkit.ops.softmax import masked_softmax
 
 try:  # Keras has no public API to attach a mask to a tensor.
     from keras.src.backend.common.masking import set_keras_mask as _set_keras_mask
@@ -304,7 +307,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"Received: query_shape={query_shape}, value_shape={value_shape}"
             )
         rank = len(query_shape)
-        self._layout = self._attention_layout(rank)
+        self._layout = AttentionLayout.from_axes(self._attention_axes, rank)
         heads, kv_heads = self._num_heads, self.num_key_value_heads
 
         # Created in Keras' order (query, key, gate, value, attention_output)
@@ -347,63 +350,47 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index=None,
     ):
         key = value if key is None else key
-        dropout_active = bool(training) and self._dropout > 0
-        implementation = self._resolve_implementation(
-            query, value, return_attention_scores, dropout_active
+        layout = self._layout
+        kv_cache.validate(
+            cache,
+            cache_update_index,
+            kv_heads=self.num_key_value_heads,
+            key_dim=self._key_dim,
+            value_dim=self._value_dim,
+            standard_layout=layout.standard,
+            axes=self._attention_axes,
         )
-
         gate = self._gate_dense(query) if self._use_gate else None  # (B, Tq, H, Dv)
         q = self._query_dense(query)  # (B, Tq, H, Dk)
-        positions = None
-        if cache is not None:
-            k, v, cache, positions, value_mask, key_mask = self._use_cache(
-                key, value, cache, cache_update_index, value_mask, key_mask
-            )
-        else:
-            if cache_update_index is not None:
-                raise ValueError(
-                    "`cache_update_index` needs a `cache`. "
-                    f"Received: cache=None, cache_update_index={cache_update_index!r}"
-                )
+        if cache is None:
             k = self._key_dense(key)  # (B, Tv, Hkv, Dk)
             v = self._value_dense(value)  # (B, Tv, Hkv, Dv)
+        elif cache_update_index is None:
+            k, v = kv_cache.read(cache)  # (B, S, Hkv, Dk): the cache as it is
+        else:
+            index = ops.cast(cache_update_index, "int32")
+            k, v, cache = kv_cache.update(
+                cache, self._key_dense(key), self._value_dense(value), index
+            )
 
         batch = ops.shape(query)[0]
-        q, k, v = (self._to_core_layout(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
-        tq, tv = ops.shape(q)[1], ops.shape(k)[1]
-        mask = self._core_mask(
-            batch,
-            query.shape,
-            key.shape,
-            query_mask,
-            value_mask,
-            key_mask,
-            attention_mask,
-        )  # broadcastable to (B', H, Tq, Tv)
-        if positions is not None:
-            position_mask = self._cache_positions_mask(positions, tq, tv, causal=use_causal_mask)
-            mask = combine_masks(mask, position_mask[None, None])
-            causal, window = False, None
-        else:
-            causal, window, window_mask = _base.position_arguments(
-                q, k, causal=use_causal_mask, window=self._sliding_window
-            )
-            if window_mask is not None:
-                mask = combine_masks(mask, window_mask[None, None])
-
-        result = self._compute_attention(
+        q, k, v = (layout.to_core(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
+        attention_mask, positions = self._compute_attention_mask(
+            query,
+            key,
             q,
             k,
-            v,
-            mask,
-            causal,
-            window,
-            training=dropout_active,
-            return_attention_scores=return_attention_scores,
-            implementation=implementation,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+            cache_update_index=None if cache is None else cache_update_index,
         )
-        out, scores = result if return_attention_scores else (result, None)
-        out = self._from_core_layout(out, query, batch)  # (B, Tq, H, Dv)
+        if return_attention_scores:
+            positions["return_attention_scores"] = True
+        out, scores = self._compute_attention(q, k, v, attention_mask, training, **positions)
+        out = layout.from_core(out, query.shape, batch)  # (B, Tq, H, Dv)
         if gate is not None:
             out = out * gate
         output = self._output_dense(out)  # (B, Tq, *output_shape)
@@ -411,249 +398,159 @@ class MultiHeadAttention(keras.layers.Layer):
             _set_keras_mask(output, ops.cast(query_mask, "bool"))
         outputs = [output]
         if return_attention_scores:
-            outputs.append(
-                self._scores_from_core_layout(
-                    scores, query, key if cache is None else None, batch, tv
-                )
-            )
+            outputs.append(layout.scores_from_core(scores, query.shape, key.shape, batch))
         if cache is not None:
             outputs.append(cache)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _compute_attention_mask(
+        self,
+        query,
+        key,
+        q,
+        k,
+        *,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        use_causal_mask,
+        cache_update_index,
+    ):
+        """The mask of the projected heads ``q`` (B', Tq, H, Dk), ``k`` (B', Tv, ·).
+
+        Returns ``(mask, positions)``: ``mask`` bool (B', Tq, Tv) or (B', H,
+        Tq, Tv), or None, from the padding masks, ``attention_mask`` and, where
+        they cannot be handed to the core as arguments, the causal and window
+        masks; ``positions`` the keyword arguments of ``_compute_attention``
+        that carry the rest (``use_causal_mask``, ``sliding_window``), empty
+        when a subclass overrides ``_compute_attention`` (it gets every
+        constraint in ``attention_mask``, as in Keras).
+        """
+        layout = self._layout
+        tq, tv = ops.shape(q)[1], ops.shape(k)[1]
+        if cache_update_index is not None:
+            # Masks of the new tokens land at their cache positions.
+            index = ops.cast(cache_update_index, "int32")
+            value_mask, key_mask = (
+                None if m is None else kv_cache.place_mask(m, index, k.shape[1])
+                for m in (value_mask, key_mask)
+            )
+        mask = _attention_axes.padding_mask(
+            layout.flat_padding(query_mask),
+            [layout.flat_padding(value_mask), layout.flat_padding(key_mask)],
+        )  # (B', 1, Tq, Tv)
+        if attention_mask is not None:
+            attention_mask = layout.attention_mask(
+                attention_mask, ops.shape(query)[0], query.shape, key.shape
+            )
+            mask = combine_masks(mask, attention_mask)  # (B', H|1, Tq, Tv)
+        if cache_update_index is not None:
+            # The query tokens sit at positions index, index + 1, ...
+            position = kv_cache.positions_mask(
+                index,
+                ops.shape(key)[1],
+                tq,
+                tv,
+                causal=use_causal_mask,
+                window=self._sliding_window,
+            )
+            mask, positions = combine_masks(mask, position[None, None]), {}
+        elif type(self)._compute_attention is not MultiHeadAttention._compute_attention:
+            position = _position_mask(q, k, bool(use_causal_mask), self._sliding_window)
+            mask = combine_masks(mask, None if position is None else position[None, None])
+            positions = {}
+        else:
+            positions = {"use_causal_mask": bool(use_causal_mask)}
+            if self._sliding_window is not None:
+                positions["sliding_window"] = self._sliding_window
+        if mask is not None and mask.shape[1] == 1:
+            mask = mask[:, 0]  # (B', Tq, Tv), Keras' layout when no head is special
+        return mask, positions
 
     def _compute_attention(
         self,
         query,
         key,
         value,
-        mask,
-        causal,
-        window,
-        training,
-        return_attention_scores,
-        implementation,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+        sliding_window=None,
     ):
-        """Attention of projected heads in the core layout (B, T, H, D)."""
-        return core_attention(
+        """Attention of the projected heads: Keras' hook, for subclasses to override.
+
+        ``query`` (B, Tq, H, Dk), ``key`` (B, Tv, Hkv, Dk), ``value`` (B, Tv,
+        Hkv, Dv) (with ``attention_axes``: the attended axes flattened into T,
+        the other axes into B); ``attention_mask`` bool, broadcastable to (B,
+        [H,] Tq, Tv), True = may attend. ``use_causal_mask`` and
+        ``sliding_window`` (top-left aligned) are given only by this class's
+        own ``call``, which otherwise folds them into ``attention_mask``.
+        Returns ``(attention_output (B, Tq, H, Dv), attention_scores (B, H, Tq,
+        Tv) or None)``. A subclass that overrides ``_masked_softmax`` gets its
+        softmax applied to explicit scores.
+        """
+        dropout = self._dropout if training and self._dropout > 0 else 0.0
+        if type(self)._masked_softmax is not MultiHeadAttention._masked_softmax:
+            position = _position_mask(query, key, use_causal_mask, sliding_window)
+            mask = combine_masks(attention_mask, None if position is None else position[None])
+            return self._explicit_attention(query, key, value, mask, dropout)
+        causal, window, position = _position_arguments(query, key, use_causal_mask, sliding_window)
+        mask = combine_masks(attention_mask, None if position is None else position[None])
+        result = core_attention(
             query,
             key,
             value,
             score="dot",
             scale=1.0 / math.sqrt(self._key_dim),
             mask=mask,
-            causal=causal,
+            causal="top_left" if causal else False,
             window=window,
-            dropout=self._dropout if training else 0.0,
-            training=training,
+            dropout=dropout,
+            training=dropout > 0,
             seed=self.seed_generator,
             return_weights=return_attention_scores,
-            implementation=implementation,
+            implementation=dispatch.layer_implementation(
+                self._implementation,
+                self._flash_attention,
+                query.shape[1],
+                key.shape[1],
+                return_attention_scores,
+                dropout,
+            ),
         )
+        return result if return_attention_scores else (result, None)
 
-    # Layout: projected tensors are (B, d_1..d_n, H, D); the core wants
-    # (B', T, H, D) with B' = B x (non-attention axes), T = attention axes.
+    def _explicit_attention(self, query, key, value, attention_mask, dropout):
+        """Keras' computation: scores -> ``self._masked_softmax`` -> dropout -> values."""
+        batch, tq, heads, dk = ops.shape(query)
+        kv_heads = key.shape[2]
+        query = query * ops.cast(1.0 / math.sqrt(self._key_dim), query.dtype)
+        q = ops.reshape(query, (batch, tq, kv_heads, heads // kv_heads, dk))
+        scores = ops.einsum("bqhgd,bkhd->bhgqk", q, key)  # (B, Hkv, G, Tq, Tv)
+        scores = ops.reshape(scores, (batch, heads, tq, ops.shape(key)[1]))  # (B, H, Tq, Tv)
+        weights = self._masked_softmax(scores, attention_mask)
+        dropped = weights
+        if dropout > 0:
+            dropped = keras.random.dropout(weights, dropout, seed=self.seed_generator)
+        dropped = ops.reshape(dropped, (batch, kv_heads, heads // kv_heads, tq, -1))
+        out = ops.einsum("bhgqk,bkhd->bqhgd", dropped, ops.cast(value, dropped.dtype))
+        return ops.reshape(out, (batch, tq, heads, value.shape[-1])), weights
 
-    def _attention_layout(self, input_rank):
-        n = input_rank - 2  # axes between batch and features
-        axes = self._attention_axes
-        if axes is None:
-            axes = tuple(range(1, n + 1))
-        normalized = tuple(a if a >= 0 else input_rank + a for a in axes)
-        if any(not 1 <= a <= n for a in normalized) or len(set(normalized)) != len(normalized):
-            raise ValueError(
-                "`attention_axes` must be distinct axes of the input other than the "
-                f"batch and feature axes (1 to {n}, or negative). "
-                f"Received: attention_axes={self._attention_axes}"
-            )
-        attn = tuple(sorted(normalized))
-        others = tuple(a for a in range(1, n + 1) if a not in attn)
-        return others, attn
+    def _masked_softmax(self, attention_scores, attention_mask=None):
+        """Keras' hook: softmax of ``attention_scores`` (B, H, Tq, Tv) where
+        ``attention_mask`` (broadcastable to (B, [H,] Tq, Tv)) is True.
 
-    def _is_standard(self):
-        return self._layout == ((), (1,))
-
-    def _to_core_layout(self, x):
-        if self._is_standard():
-            return x
-        others, attn = self._layout
-        rank = len(x.shape)
-        perm = (0, *others, *attn, rank - 2, rank - 1)
-        x = ops.transpose(x, perm)
-        t = int(np.prod([x.shape[1 + len(others) + i] for i in range(len(attn))]))
-        return ops.reshape(x, (-1, t, x.shape[-2], x.shape[-1]))  # (B', T, H, D)
-
-    def _from_core_layout(self, out, query, batch):
-        if self._is_standard():
-            return out
-        others, attn = self._layout
-        sizes_o = [query.shape[a] for a in others]
-        sizes_a = [query.shape[a] for a in attn]
-        out = ops.reshape(out, (batch, *sizes_o, *sizes_a, out.shape[-2], out.shape[-1]))
-        perm = (0, *others, *attn)
-        inverse = [0] * (len(perm))
-        for i, a in enumerate(perm):
-            inverse[a] = i
-        rank = len(out.shape)
-        return ops.transpose(out, (*inverse, rank - 2, rank - 1))
-
-    def _scores_from_core_layout(self, scores, query, key, batch, tv):
-        if self._is_standard():
-            return scores  # (B, H, Tq, Tv)
-        others, attn = self._layout
-        sizes_o = [query.shape[a] for a in others]
-        shape = (
-            batch,
-            *sizes_o,
-            scores.shape[1],
-            *[query.shape[a] for a in attn],
-            *[key.shape[a] for a in attn],
-        )
-        return ops.reshape(scores, shape)  # (B, <others>, H, <Aq>, <Ak>)
-
-    def _flat_padding(self, mask):
-        """(B, d_1..d_n) -> (B', T)."""
-        if mask is None:
-            return None
-        mask = ops.cast(mask, "bool")
-        if self._is_standard():
-            return mask
-        others, attn = self._layout
-        mask = ops.transpose(mask, (0, *others, *attn))
-        t = int(np.prod([mask.shape[1 + len(others) + i] for i in range(len(attn))]))
-        return ops.reshape(mask, (-1, t))
-
-    def _core_mask(
-        self,
-        batch,
-        query_shape,
-        key_shape,
-        query_mask,
-        value_mask,
-        key_mask,
-        attention_mask,
-    ):
-        mask = _base.padding_mask(
-            self._flat_padding(query_mask),
-            [self._flat_padding(value_mask), self._flat_padding(key_mask)],
-            heads_axis=True,
-        )  # (B', 1, Tq, Tv)
-        if attention_mask is None:
-            return mask
-        attention_mask = ops.cast(attention_mask, "bool")
-        others, attn = self._layout
-        scores_rank = 2 + len(others) + 2 * len(attn)
-        rank = len(attention_mask.shape)
-        if not 2 <= rank <= scores_rank:
-            raise ValueError(
-                f"`attention_mask` must have rank 2 to {scores_rank} (broadcastable to "
-                "the attention scores). "
-                f"Received: attention_mask.shape={tuple(attention_mask.shape)}"
-            )
-        for _ in range(scores_rank - rank):  # head axis (then batch axes) added
-            attention_mask = ops.expand_dims(attention_mask, -2 * len(attn) - 1)
-        if not self._is_standard():
-            # (B, <others>, H|1, <Aq>, <Ak>) -> (B', H|1, Tq, Tv)
-            heads = attention_mask.shape[1 + len(others)]
-            target = [batch, *[query_shape[a] for a in others], heads]
-            target += [query_shape[a] for a in attn] + [key_shape[a] for a in attn]
-            attention_mask = ops.broadcast_to(attention_mask, target)
-            tq = int(np.prod([query_shape[a] for a in attn]))
-            tv = int(np.prod([key_shape[a] for a in attn]))
-            attention_mask = ops.reshape(attention_mask, (-1, heads, tq, tv))
-        return combine_masks(mask, attention_mask)
-
-    def _use_cache(self, key, value, cache, cache_update_index, value_mask, key_mask):
-        if not self._is_standard():
-            raise ValueError(
-                "A key/value cache needs inputs (B, T, D) attended over axis 1. "
-                f"Received: attention_axes={self._attention_axes}"
-            )
-        if self._value_dim != self._key_dim:
-            raise ValueError(
-                "A key/value cache stacks keys and values and needs value_dim == "
-                f"key_dim. Received: key_dim={self._key_dim}, "
-                f"value_dim={self._value_dim}"
-            )
-        expected = (2, None, self.num_key_value_heads, self._key_dim)
-        shape = tuple(cache.shape)
-        if len(shape) != 5 or any(
-            e is not None and s is not None and e != s
-            for e, s in zip(expected, shape[1:], strict=True)
-        ):
-            raise ValueError(
-                "`cache` must have shape (B, 2, S, num_key_value_heads, key_dim) = "
-                f"(B, 2, S, {self.num_key_value_heads}, {self._key_dim}). "
-                f"Received: cache.shape={shape}"
-            )
-        key_cache, value_cache = cache[:, 0], cache[:, 1]  # (B, S, Hkv, Dk)
-        if cache_update_index is None:
-            return key_cache, value_cache, cache, None, value_mask, key_mask
-        if isinstance(cache_update_index, bool) or (
-            isinstance(cache_update_index, int) and cache_update_index < 0
-        ):
-            raise ValueError(
-                "`cache_update_index` must be a non-negative integer. "
-                f"Received: cache_update_index={cache_update_index!r}"
-            )
-        k_new = ops.cast(self._key_dense(key), key_cache.dtype)  # (B, Tnew, Hkv, Dk)
-        v_new = ops.cast(self._value_dense(value), value_cache.dtype)
-        index = ops.cast(cache_update_index, "int32")
-        start = [0, index, 0, 0]
-        key_cache = ops.slice_update(key_cache, start, k_new)
-        value_cache = ops.slice_update(value_cache, start, v_new)
-        cache = ops.stack([key_cache, value_cache], axis=1)  # (B, 2, S, Hkv, Dk)
-        new_length = k_new.shape[1]
-        # Masks of the new tokens land at their cache positions.
-        value_mask, key_mask = (
-            None if m is None else self._place_in_cache(m, index, key_cache.shape[1])
-            for m in (value_mask, key_mask)
-        )
-        return key_cache, value_cache, cache, (index, new_length), value_mask, key_mask
-
-    @staticmethod
-    def _place_in_cache(mask, index, length):
-        full = ops.ones((ops.shape(mask)[0], length), dtype="int32")
-        full = ops.slice_update(full, [0, index], ops.cast(mask, "int32"))
-        return ops.cast(full, "bool")  # (B, S)
-
-    def _cache_positions_mask(self, positions, tq, tv, causal):
-        index, new_length = positions
-        q_pos = ops.arange(tq, dtype="int32")[:, None] + index  # (Tq, 1)
-        k_pos = ops.arange(tv, dtype="int32")[None, :]  # (1, S)
-        mask = k_pos < index + new_length  # only filled positions
-        if causal:
-            mask = ops.logical_and(mask, k_pos <= q_pos)
-        if self._sliding_window is not None:
-            mask = ops.logical_and(mask, ops.abs(q_pos - k_pos) < self._sliding_window)
-        return mask  # (Tq, S)
-
-    def _resolve_implementation(self, query, value, return_scores, dropout_active):
-        flash = self._flash_attention
-        if flash is None:
-            flash = keras.config.is_flash_attention_enabled()
-        if flash:
-            if return_scores:
-                raise ValueError(
-                    "Attention scores cannot be returned with flash attention. "
-                    f"Received: return_attention_scores={return_scores}, "
-                    "flash_attention=True"
-                )
-            if dropout_active:
-                raise ValueError(
-                    "Dropout is not supported with flash attention. "
-                    f"Received: dropout={self._dropout}, flash_attention=True"
-                )
-            return "fused"
-        backend = keras.backend.backend()
-        if flash is False and self._implementation == "auto" and backend == "torch":
-            # "auto" would take the fused kernel on torch: choose between the
-            # other two with the core's threshold.
-            tq, tv = query.shape[1], value.shape[1]
-            threshold = CHUNKED_MIN_PAIRS.get(backend, NAIVE_MAX_PAIRS)
-            large = tq is not None and tv is not None and tq * tv > threshold
-            if large and not (return_scores or dropout_active):
-                return "chunked"
-            return "naive"
-        return self._implementation
+        Computed in at least float32 and cast back; a row with nothing to attend
+        to gets zero weights (Keras gives it uniform weights).
+        """
+        if attention_mask is not None:
+            attention_mask = ops.cast(attention_mask, "bool")
+            for _ in range(len(attention_scores.shape) - len(attention_mask.shape)):
+                attention_mask = ops.expand_dims(attention_mask, axis=-3)  # the head axis
+        weights = masked_softmax(attention_scores, attention_mask, axis=-1)
+        return ops.cast(weights, attention_scores.dtype)
 
     def _projection(self, rank, output_dims, name, activation=None):
         equation, bias_axes = _projection_equation(rank - 1, 1, 2)
@@ -720,7 +617,8 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         outputs = [output]
         if return_attention_scores:
-            others, attn = self._attention_layout(len(query.shape))
+            layout = AttentionLayout.from_axes(self._attention_axes, len(query.shape))
+            others, attn = layout.others, layout.attn
             if cache is not None:
                 key_attn = [cache.shape[2]]
             else:
@@ -764,3 +662,28 @@ class MultiHeadAttention(keras.layers.Layer):
             "num_key_value_heads": self._num_key_value_heads,
             "implementation": self._implementation,
         }
+
+
+def _position_arguments(query, key, causal, window):
+    """``(causal, window, mask)`` for the core, top-left aligned (Keras' convention).
+
+    The core aligns a window without ``causal`` bottom-right; unless Tq == Tv is
+    known statically, such a window is given as an explicit (Tq, Tv) mask.
+    """
+    if causal or window is None:
+        return causal, window, None
+    tq, tv = query.shape[1], key.shape[1]
+    if tq is not None and tq == tv:
+        return False, window, None
+    return False, None, _position_mask(query, key, False, window)
+
+
+def _position_mask(query, key, causal, window):
+    """(Tq, Tv) top-left causal/window mask of (B, Tq, ...) and (B, Tv, ...), or None."""
+    if not causal and window is None:
+        return None
+    q_pos = ops.arange(ops.shape(query)[1], dtype="int32")[:, None]  # (Tq, 1)
+    k_pos = ops.arange(ops.shape(key)[1], dtype="int32")[None, :]  # (1, Tv)
+    return masks_lib.position_mask(
+        q_pos, k_pos, causal="top_left" if causal else None, window=window
+    )
