@@ -194,20 +194,19 @@ class AdditiveAttention(Attention):
                 name="scale", shape=(width,), initializer=scale_init, dtype=self.dtype
             )
 
-    def _scores(self, query, key):
+    def _calculate_scores(self, query, key):
+        """``scaleᵀ tanh(W_q q + W_k k + b)`` (with `units`) or ``Σ_d scale_d ·
+        tanh(q_d + k_d)``: (..., Tq, Dq), (..., Tv, Dk) -> (..., Tq, Tv)."""
         if self.units is not None:
-            query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (B, Tq, n)
-            key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, Tv, n)
+            query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (..., Tq, n)
+            key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (..., Tv, n)
             if self.bias is not None:
                 query = query + ops.cast(self.bias, query.dtype)
-        return query, key, self._additive_score
-
-    def _additive_score(self, query, key):
         if self.scale is None:
             v = ops.ones((query.shape[-1],), dtype=query.dtype)
         else:
             v = ops.cast(self.scale, query.dtype)
-        return additive_score(query, key, v)  # (B, 1, 1, Tq, Tv)
+        return additive_score(query, key, v)  # (..., Tq, Tv)
 
     def get_config(self):
         config = super().get_config()

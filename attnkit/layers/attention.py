@@ -10,15 +10,12 @@ from keras import ops
 
 from attnkit.layers import _base
 from attnkit.ops import attention as core_attention
+from attnkit.ops import masks as masks_lib
 from attnkit.ops.masks import combine_masks
-from attnkit.ops.scores import additive_score
+from attnkit.ops.scores import additive_score, dot_score, l2_normalize
+from attnkit.ops.softmax import masked_softmax
 
 SCORE_MODES = ("dot", "scaled_dot", "general", "cosine", "concat")
-
-
-def _l2_normalize(x, eps=1e-12):
-    # sqrt(sum x²) clipped away from 0 so a zero vector scores 0, not NaN.
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -193,29 +190,56 @@ class Attention(keras.layers.Layer):
         masks = list(mask) if mask is not None else [None, None]
         query_mask, value_mask = masks[0], masks[1]
         key_mask = masks[2] if len(masks) > 2 else None
+        causal = bool(use_causal_mask or self.causal)
 
         # Leading batch axes are folded into one: (..., T, D) -> (B, T, D).
         batch_shape = ops.shape(query)[:-2]
         q3, k3, v3 = (self._flatten_batch(x, 2) for x in (query, key, value))
+        query_mask, value_mask, key_mask = (
+            self._flatten_batch(m, 1) for m in (query_mask, value_mask, key_mask)
+        )
+        if self._overrides("_calculate_score_mask", "_apply_scores"):
+            out, weights = self._attend_with_hooks(
+                q3, k3, v3, query_mask, combine_masks(value_mask, key_mask), causal, training
+            )
+        else:
+            out, weights = self._attend(
+                q3,
+                k3,
+                v3,
+                query_mask,
+                value_mask,
+                key_mask,
+                causal,
+                training,
+                return_attention_scores,
+            )
         tq, tv = ops.shape(q3)[1], ops.shape(k3)[1]
-        pad = _base.padding_mask(
-            self._flatten_batch(query_mask, 1),
-            [self._flatten_batch(value_mask, 1), self._flatten_batch(key_mask, 1)],
-        )  # (B, Tq, Tv)
+        out = ops.reshape(out, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+        if return_attention_scores:
+            return out, ops.reshape(weights, (*batch_shape, tq, tv))  # (..., Tq, Tv)
+        return out
+
+    def _attend(
+        self, query, key, value, query_mask, value_mask, key_mask, causal, training, return_weights
+    ):
+        """The attention core's path: O(N) memory and the fused kernels where they apply."""
+        pad = _base.padding_mask(query_mask, [value_mask, key_mask])  # (B, Tq, Tv)
         causal, window, window_mask = _base.position_arguments(
-            q3,
-            k3,
-            causal=bool(use_causal_mask or self.causal),
-            window=self.sliding_window,
+            query, key, causal=causal, window=self.sliding_window
         )
         full_mask = combine_masks(pad, None if window_mask is None else window_mask[None])
-
-        q3, k3, score = self._scores(q3, k3)
+        if self._overrides("_calculate_scores") or self.score_mode == "concat":
+            # The core evaluates the score hook itself, block by block on long inputs.
+            score = self._calculate_scores
+        else:
+            # A dot product of transformed operands: the core's fastest paths.
+            (query, key), score = self._dot_operands(query, key), "dot"
         dropout_active = bool(training) and self.dropout > 0
         result = core_attention(
-            q3,
-            k3,
-            v3,
+            query,
+            key,
+            value,
             score=score,
             mask=full_mask,
             causal=causal,
@@ -224,47 +248,102 @@ class Attention(keras.layers.Layer):
             dropout=self.dropout if dropout_active else 0.0,
             training=dropout_active,
             seed=self.seed_generator,
-            return_weights=return_attention_scores,
+            return_weights=return_weights,
         )
-        if return_attention_scores:
-            out, weights = result
-            out = ops.reshape(out, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
-            weights = ops.reshape(weights, (*batch_shape, tq, tv))  # (..., Tq, Tv)
-            return out, weights
-        return ops.reshape(result, (*batch_shape, tq, ops.shape(v3)[-1]))  # (..., Tq, Dv)
+        return result if return_weights else (result, None)
 
-    def _scores(self, query, key):
-        """The (query, key, score) handed to the core; the scale is folded in.
+    def _attend_with_hooks(self, query, key, value, query_mask, v_mask, causal, training):
+        """Keras' path, for subclasses that override the mask or apply hooks:
+        scores -> ``_calculate_score_mask`` -> ``_apply_scores``."""
+        scores = self._calculate_scores(query, key)  # (B, Tq, Tv)
+        scores_mask = self._calculate_score_mask(scores, v_mask, causal)
+        if query_mask is not None:
+            # A padded query gets zero weights (Keras gives it a softmax row).
+            scores_mask = combine_masks(scores_mask, ops.cast(query_mask, "bool")[:, :, None])
+        out, weights = self._apply_scores(scores, value, scores_mask, training=bool(training))
+        if query_mask is not None:
+            out = ops.where(ops.cast(query_mask, "bool")[:, :, None], out, ops.zeros_like(out))
+        return out, weights
 
-        The core multiplies the scores by ``scale=1.0``, so the score's own
-        factors (1/sqrt(D), a learned scale) are applied here, to the (Tq, D)
-        query rather than to the (Tq, Tv) scores.
+    def _calculate_scores(self, query, key):
+        """Keras' score hook: ``query`` (..., Tq, Dq), ``key`` (..., Tv, Dk) ->
+        scores (..., Tq, Tv).
+
+        The attention core calls it with any leading axes, on blocks of queries
+        and keys for long inputs, so an override must score (query, key) pairs
+        independently (every score of Keras and attnkit does).
+        """
+        if self.score_mode == "concat":
+            # c · Σ_d tanh(s·(q + k)_d) = additive_score(s·q, s·k, v = c·1).
+            if self.use_scale:
+                scale = ops.cast(self.scale, query.dtype)
+                query, key = query * scale, key * scale
+            weight = ops.cast(self.concat_score_weight, query.dtype)
+            v = ops.ones((query.shape[-1],), dtype=query.dtype) * weight
+            return additive_score(query, key, v)
+        return dot_score(*self._dot_operands(query, key))
+
+    def _dot_operands(self, query, key):
+        """(query', key') whose dot product is the score of a dot-like mode.
+
+        The score's own factors (1/sqrt(D), a learned scale, Luong's kernel, the
+        normalisation) go into the (Tq, D) query rather than the (Tq, Tv) scores.
         """
         mode = self.score_mode
         factor = None
         if mode == "scaled_dot":
             factor = ops.cast(1.0 / math.sqrt(key.shape[-1]), query.dtype)
-        if self.use_scale and mode != "concat":
+        if self.use_scale:
             scale = ops.cast(self.scale, query.dtype)
             factor = scale if factor is None else factor * scale
         if mode == "general":
             query = ops.matmul(query, ops.cast(self.kernel, query.dtype))  # (B, Tq, Dk)
         elif mode == "cosine":
-            query, key = _l2_normalize(query), _l2_normalize(key)
-        elif mode == "concat":
-            return query, key, self._concat_score
+            # Normalised in at least float32 (a zero or tiny vector stays finite),
+            # then back to the compute dtype: the unit vectors fit any precision.
+            query = ops.cast(l2_normalize(query), query.dtype)
+            key = ops.cast(l2_normalize(key), key.dtype)
         if factor is not None:
             query = query * factor
-        return query, key, "dot"
+        return query, key
 
-    def _concat_score(self, query, key):
-        # c · Σ_d tanh(s·(q + k)_d) = additive_score(s·q, s·k, v = c·1).
-        if self.use_scale:
-            scale = ops.cast(self.scale, query.dtype)
-            query, key = query * scale, key * scale
-        weight = ops.cast(self.concat_score_weight, query.dtype)
-        v = ops.ones((query.shape[-1],), dtype=query.dtype) * weight
-        return additive_score(query, key, v)  # (B, 1, 1, Tq, Tv)
+    def _calculate_score_mask(self, scores, v_mask, use_causal_mask):
+        """Keras' mask hook: the bool mask (B|1, Tq, Tv) of ``scores`` (B, Tq, Tv)
+        from the key mask ``v_mask`` (B, Tv), the causal mask and the sliding
+        window (top-left aligned), or None."""
+        mask = None if v_mask is None else ops.cast(v_mask, "bool")[:, None, :]  # (B, 1, Tv)
+        if use_causal_mask or self.sliding_window is not None:
+            shape = ops.shape(scores)
+            q_pos = ops.arange(shape[-2], dtype="int32")[:, None]  # (Tq, 1)
+            k_pos = ops.arange(shape[-1], dtype="int32")[None, :]  # (1, Tv)
+            position = masks_lib.position_mask(
+                q_pos,
+                k_pos,
+                causal="top_left" if use_causal_mask else None,
+                window=self.sliding_window,
+            )
+            mask = combine_masks(mask, position[None])  # (B|1, Tq, Tv)
+        return mask
+
+    def _apply_scores(self, scores, value, scores_mask=None, training=False):
+        """Keras' apply hook: masked softmax of ``scores`` (B, Tq, Tv), dropout,
+        then the weighted sum of ``value`` (B, Tv, Dv).
+
+        Returns ``(output (B, Tq, Dv), weights (B, Tq, Tv))``, the weights before
+        dropout; a row with nothing to attend to gets zero weights (Keras gives
+        it uniform weights).
+        """
+        if scores_mask is not None and len(scores_mask.shape) == 2:
+            scores_mask = ops.expand_dims(scores_mask, -2)  # (B, 1, Tv)
+        weights = ops.cast(masked_softmax(scores, scores_mask), scores.dtype)
+        dropped = weights
+        if training and self.dropout > 0:
+            dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
+        return ops.matmul(dropped, ops.cast(value, dropped.dtype)), weights
+
+    def _overrides(self, *hooks):
+        """Whether a subclass replaces one of Attention's hooks."""
+        return any(getattr(type(self), h) is not getattr(Attention, h) for h in hooks)
 
     @staticmethod
     def _flatten_batch(x, trailing):

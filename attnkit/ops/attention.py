@@ -30,7 +30,7 @@ class Problem:
     num_heads: int
     num_kv_heads: int
     score_name: str | None  # None for a custom callable
-    score_fn: object
+    score_fn: object  # (..., Tq, D), (..., Tv, D) -> (..., Tq, Tv)
     scale: float | None  # multiplies the logits; None = 1
     mask: object  # bool, broadcastable to (B, Hkv, G, Tq, Tv), or None
     bias: object  # broadcastable to (B, Hkv, G, Tq, Tv), or None
@@ -338,8 +338,9 @@ def attention(
         key: ``(B, Tv, D)`` or ``(B, Tv, Hkv, D)``.
         value: ``(B, Tv, Dv)`` or ``(B, Tv, Hkv, Dv)``.
         score: ``"dot"``, ``"scaled_dot"``, ``"cosine"`` or a callable
-            ``score(q, k)`` in the grouped layout (see ``attnkit.ops.scores``).
-            Defaults to ``"scaled_dot"``.
+            ``score(q, k)`` mapping ``(..., Tq, D)`` and ``(..., Tv, D)`` to
+            ``(..., Tq, Tv)`` (see ``attnkit.ops.scores``). Defaults to
+            ``"scaled_dot"``.
         mask: boolean, True = may attend. Shape ``(Tq, Tv)``, ``(B, Tq, Tv)``
             (shared by all heads) or, for 4-D inputs, ``(B, H, Tq, Tv)``; any
             axis may be 1 to broadcast. Defaults to `None`.

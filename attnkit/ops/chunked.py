@@ -443,10 +443,7 @@ def attend(problem, block_size=None):
         return ops.cast(out, out_dtype)
 
     def logits_fn(qb, kb):
-        # Custom scores take the grouped layout (B, T, Hkv, [G,] D).
-        q = ops.transpose(qb, (0, 3, 1, 2, 4))  # (B, bq, Hkv, G, D)
-        k = ops.transpose(kb, (0, 2, 1, 3))  # (B, bk, Hkv, D)
-        return naive.logits(problem, q, k)
+        return naive.logits(problem, qb, kb)  # (B, Hkv, G, bq, bk)
 
     out, _ = forward(
         query,

@@ -22,11 +22,13 @@ def prescaled_query(problem):
 def logits(problem, query, key):
     """Scores of ``prescaled_query`` blocks against key blocks, at least float32.
 
-    Shared by the naive and chunked implementations so both compute exactly the
-    same function. Returns (B, Hkv, G, Tq_block, Tv_block).
+    ``query`` (B, Hkv, G, Tq, D) and ``key`` (B, Hkv, Tv, D), head-major, as the
+    chunked implementation's blocks are, so both implementations compute
+    exactly the same function; a score callable sees (B, Hkv, G, Tq, D) against
+    (B, Hkv, 1, Tv, D). Returns (B, Hkv, G, Tq_block, Tv_block).
     """
     dtype = softmax_dtype(query.dtype)
-    scores = ops.cast(problem.score_fn(query, key), dtype)
+    scores = ops.cast(problem.score_fn(query, key[:, :, None]), dtype)
     if problem.scale is not None and problem.score_name != "dot":
         scores = scores * problem.scale
     return scores
@@ -34,7 +36,9 @@ def logits(problem, query, key):
 
 def weights(problem):
     """Softmax weights (B, Hkv, G, Tq, Tv) in at least float32."""
-    scores = logits(problem, prescaled_query(problem), problem.key)
+    query = ops.transpose(prescaled_query(problem), (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, D)
+    key = ops.transpose(problem.key, (0, 2, 1, 3))  # (B, Hkv, Tv, D)
+    scores = logits(problem, query, key)
     if problem.bias is not None:
         scores = scores + ops.cast(problem.bias, scores.dtype)
     mask = combine_masks(problem.mask, problem.position_mask())

@@ -1,13 +1,17 @@
 """Score functions: how much a query matches each key.
 
-Every score works in attnkit's internal grouped layout, so grouped-query
-attention never materialises repeated keys:
+Every score takes queries ``(..., Tq, D)`` and keys ``(..., Tv, D)`` and returns
+logits ``(..., Tq, Tv)``, broadcasting over the leading (batch, head) axes. A
+custom score given to ``attnkit.ops.attention`` is any callable with that
+signature that treats (query, key) pairs independently, so that the
+memory-efficient path can evaluate it block by block. The core calls it with
+its own grouped layout, ``(B, Hkv, G, Tq, D)`` against ``(B, Hkv, 1, Tv, D)``
+(G query heads share each key/value head), so grouped-query attention never
+materialises repeated keys.
 
-    query (B, Tq, Hkv, G, D), key (B, Tv, Hkv, D)  ->  logits (B, Hkv, G, Tq, Tv)
-
-where G = H // Hkv query heads share each key/value head. A custom score is any
-callable with that signature; it must treat (query, key) pairs independently so
-that it can be evaluated block by block by the memory-efficient path.
+Until attnkit 0.1 score callables took the core's internal layout, query
+``(B, Tq, Hkv, G, D)`` and key ``(B, Tv, Hkv, D)``; that layout is gone
+(CHANGELOG.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from attnkit.ops.softmax import softmax_dtype
 
 def dot_score(query, key):
     """Luong 2015 "dot": ``qᵀk``."""
-    return ops.einsum("bqhgd,bkhd->bhgqk", query, key)  # (B, Hkv, G, Tq, Tv)
+    return ops.matmul(query, ops.swapaxes(key, -1, -2))  # (..., Tq, Tv)
 
 
 def scaled_dot_score(query, key):
@@ -30,10 +34,19 @@ def scaled_dot_score(query, key):
     return dot_score(ops.multiply(query, ops.cast(scale, query.dtype)), key)
 
 
-def _l2_normalize(x, eps=1e-12):
-    # In at least float32: in float16 the squares of small entries underflow
-    # and eps itself rounds to 0, which turned a small vector into inf/NaN.
-    # sqrt(sum x²) is clipped away from 0 so a zero vector scores 0, not NaN.
+def general_score(query, key, kernel):
+    """Luong 2015 "general": ``qᵀ W k`` with ``kernel`` W of shape (Dq, Dk)."""
+    return dot_score(ops.matmul(query, ops.cast(kernel, query.dtype)), key)
+
+
+def l2_normalize(x, eps=1e-12):
+    """``x / |x|`` over the last axis, in at least float32.
+
+    In float16 the squares of small entries underflow and eps itself rounds to
+    0, which turned a small vector into inf/NaN; sqrt(sum x²) is clipped away
+    from 0 so a zero vector stays 0, not NaN. The only L2 normalisation of
+    attnkit: every layer's cosine score goes through it.
+    """
     x = ops.cast(x, softmax_dtype(x.dtype))
     norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), eps))
     return x / norm
@@ -45,22 +58,21 @@ def cosine_score(query, key):
     Computed in at least float32 (the logits are float32 anyway), so half
     inputs neither underflow nor lose the similarity's digits.
     """
-    return dot_score(_l2_normalize(query), _l2_normalize(key))
+    return dot_score(l2_normalize(query), l2_normalize(key))
 
 
 def additive_score(query, key, v, scale=None):
-    """Bahdanau 2014 / Luong "concat" over projected inputs: ``vᵀ tanh(q + k)``.
+    """Bahdanau 2014 / Luong "concat" energy over projected inputs: ``vᵀ tanh(q + k)``.
 
-    ``query`` and ``key`` must already be projected to the same width U
-    (``W_q q`` and ``W_k k``). Cost and memory are O(Tq·Tv·U) per call, which is
-    why the chunked path evaluates it block by block.
+    ``query`` (..., Tq, U) and ``key`` (..., Tv, U) must already be projected to
+    the same width U (``W_q q`` and ``W_k k``); ``v`` has shape (U,). ``scale``
+    multiplies ``v``. Cost and memory are O(Tq·Tv·U) per call, which is why the
+    chunked path evaluates it block by block.
     """
-    q = ops.transpose(query, (0, 2, 3, 1, 4))[:, :, :, :, None, :]  # (B, Hkv, G, Tq, 1, U)
-    k = ops.transpose(key, (0, 2, 1, 3))[:, :, None, None, :, :]  # (B, Hkv, 1, 1, Tv, U)
-    hidden = ops.tanh(q + k)  # (B, Hkv, G, Tq, Tv, U)
+    hidden = ops.tanh(ops.expand_dims(query, -2) + ops.expand_dims(key, -3))  # (..., Tq, Tv, U)
     if scale is not None:
         v = v * scale
-    return ops.einsum("bhgqku,u->bhgqk", hidden, v)  # (B, Hkv, G, Tq, Tv)
+    return ops.matmul(hidden, ops.cast(v, hidden.dtype)[:, None])[..., 0]  # (..., Tq, Tv)
 
 
 SCORES = {
