@@ -24,20 +24,7 @@ import keras
 from keras import ops
 
 from attnkit.layers._query_value import QueryValueInputsMixin
-from attnkit.ops.scores import additive_score, dot_score
-
-
-def _grouped(x):
-    # (B, T, D) -> attnkit's grouped score layout (B, T, Hkv=1, G=1, D)
-    return x[:, :, None, None, :]
-
-
-def _keys(x):
-    return x[:, :, None, :]  # (B, Tv, Hkv=1, D)
-
-
-def _row(logits):
-    return logits[:, 0, 0, 0, :]  # (B, 1, 1, 1, Tv) -> (B, Tv)
+from attnkit.ops.scores import additive_score, dot_score, general_score, scaled_dot_score
 
 
 def first_position(template):
@@ -151,12 +138,14 @@ class AttentionMechanism(QueryValueInputsMixin, keras.layers.Layer):
             )
 
     def _luong_energies(self, query, memory, score_mode):
-        keys = memory  # (B, Tv, Dv)
-        if self.memory_kernel is not None:
-            keys = ops.matmul(memory, ops.cast(self.memory_kernel, memory.dtype))  # (B, Tv, Dq)
-        energies = _row(dot_score(_grouped(query[:, None, :]), _keys(keys)))  # (B, Tv)
-        if score_mode == "scaled_dot":
-            energies = energies / math.sqrt(query.shape[-1])
+        query = query[:, None, :]  # (B, 1, Dq)
+        if score_mode == "general":  # sᵀ W h_j; the weight is stored as Wᵀ (Dv, Dq)
+            energies = general_score(query, memory, ops.transpose(self.memory_kernel))
+        elif score_mode == "scaled_dot":
+            energies = scaled_dot_score(query, memory)
+        else:
+            energies = dot_score(query, memory)
+        energies = energies[:, 0]  # (B, 1, Tv) -> (B, Tv)
         if self.scale is not None:
             energies = energies * ops.cast(self.scale, energies.dtype)
         return energies
@@ -203,4 +192,4 @@ class AttentionMechanism(QueryValueInputsMixin, keras.layers.Layer):
         v = ops.cast(self.attention_v, q.dtype)
         if self.attention_g is not None:  # weight normalisation: g · v / |v|
             v = ops.cast(self.attention_g, q.dtype) * v / ops.sqrt(ops.sum(ops.square(v)))
-        return _row(additive_score(_grouped(q[:, None, :]), _keys(keys), v))  # (B, Tv)
+        return additive_score(q[:, None, :], keys, v)[:, 0]  # (B, Tv)

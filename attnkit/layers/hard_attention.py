@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
@@ -11,6 +9,7 @@ from attnkit import _checks
 from attnkit.layers import _base
 from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import hard
+from attnkit.ops.scores import dot_score, general_score, scaled_dot_score
 
 METHODS = ("gumbel", "topk")
 SCORE_MODES = ("dot", "scaled_dot", "general")
@@ -156,10 +155,10 @@ class HardAttention(QueryValueMixin, keras.layers.Layer):
 
     def _scores(self, query, value):
         if self.score_mode == "general":
-            query = ops.matmul(query, ops.cast(self.kernel, query.dtype))  # (B, Tq, Dv)
-        elif self.score_mode == "scaled_dot":
-            query = query * ops.cast(1.0 / math.sqrt(value.shape[-1]), query.dtype)
-        return ops.einsum("bqd,bkd->bqk", query, value)  # (B, Tq, Tv)
+            return general_score(query, value, self.kernel)  # (B, Tq, Tv)
+        if self.score_mode == "scaled_dot":
+            return scaled_dot_score(query, value)
+        return dot_score(query, value)
 
     def _weights(self, scores, mask, training):
         if self.method == "topk":

@@ -9,7 +9,7 @@ from attnkit import _checks
 from attnkit.layers import _base
 from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import local
-from attnkit.ops.scores import additive_score
+from attnkit.ops.scores import additive_score, dot_score, general_score
 from attnkit.ops.softmax import softmax_dtype
 
 MODES = ("local-m", "local-p")
@@ -178,15 +178,10 @@ class LocalAttention(QueryValueMixin, keras.layers.Layer):
         if self.score_mode == "concat":
             q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, Tq, Dq)
             k = ops.matmul(value, ops.cast(self.key_kernel, dtype))  # (B, Tv, Dq)
-            scores = additive_score(
-                q[:, :, None, None, :],
-                k[:, :, None, :],
-                ops.cast(self.concat_vector, dtype),
-            )  # (B, 1, 1, Tq, Tv)
-            return scores[:, 0, 0]
+            return additive_score(q, k, ops.cast(self.concat_vector, dtype))  # (B, Tq, Tv)
         if self.score_mode == "general":
-            query = ops.matmul(query, ops.cast(self.kernel, dtype))  # (B, Tq, Dv)
-        return ops.einsum("bqd,bkd->bqk", query, value)  # (B, Tq, Tv)
+            return general_score(query, value, self.kernel)  # (B, Tq, Tv)
+        return dot_score(query, value)  # (B, Tq, Tv)
 
     def _positions(self, query, value, value_mask):
         tq, tv = ops.shape(query)[1], ops.shape(value)[1]
