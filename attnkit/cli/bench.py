@@ -29,7 +29,9 @@ import subprocess
 import sys
 import time
 
-BACKENDS = ("jax", "torch", "tensorflow")
+from attnkit import _checks
+from attnkit.cli.main import BACKENDS
+
 IMPLS = ("auto", "naive", "chunked", "fused", "keras-dpa", "keras-mha", "native")
 DEFAULT_IMPLS = ("naive", "chunked", "auto")
 PASSES = ("fwd", "fwd+bwd")
@@ -112,11 +114,14 @@ def flops(cfg):
     return total
 
 
-def _configs(args, backend):
-    impls = list(IMPLS) if args.impls == ["all"] else args.impls
-    for name in impls:
-        if name not in IMPLS:
-            raise SystemExit(f"attnkit bench: unknown implementation {name!r}; choose from {IMPLS}")
+def _impls(args):
+    """The implementations ``--impls`` names; raises ``ValueError`` on an unknown one."""
+    if args.impls == ["all"]:
+        return list(IMPLS)
+    return [_checks.one_of(name, "--impls", IMPLS) for name in args.impls]
+
+
+def _configs(args, backend, impls):
     causal = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
     for pass_ in args.passes:
         for c in causal:
@@ -215,10 +220,15 @@ def run(args):
         return 0
     import keras
 
+    try:
+        impls = _impls(args)
+    except ValueError as error:
+        print(f"attnkit bench: {error}", file=sys.stderr)
+        return 2
     backends = args.backends or [keras.backend.backend()]
     results = []
     for backend in backends:
-        for cfg in _configs(args, backend):
+        for cfg in _configs(args, backend, impls):
             r = _run_child(cfg, args.timeout)
             if r["status"] == "ok":
                 r["gflops"] = flops(r) / (r["median_ms"] * 1e6)

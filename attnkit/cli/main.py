@@ -10,6 +10,9 @@ imported, and importing ``attnkit.cli`` already imports Keras (through
 re-runs itself in a fresh interpreter with ``KERAS_BACKEND`` set. Called
 in-process (``main([...])``), a mismatched ``--backend`` is an error instead.
 
+``BACKENDS`` and ``add_backend_argument`` are the one definition of the
+backends and of ``--backend``; commands do not add their own.
+
 Subcommands live in their own modules, imported only when chosen, each with
 ``add_arguments(parser)`` and ``run(args) -> int``.
 """
@@ -63,15 +66,12 @@ def _running_backend():
 
 
 def add_backend_argument(parser):
-    """Adds ``--backend`` unless the parser has it already."""
-    try:
-        parser.add_argument(
-            "--backend",
-            choices=BACKENDS,
-            help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
-        )
-    except argparse.ArgumentError:  # the subcommand's module added its own
-        pass
+    """Adds ``--backend`` (one of ``BACKENDS``)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
+    )
 
 
 def cmd_info(args):
@@ -86,7 +86,7 @@ def cmd_info(args):
     print(f"backend   {keras.backend.backend()}")
     print(f"python    {platform.python_version()} ({platform.machine()})")
     print(f"cpus      {os.cpu_count()}")
-    for name in ("jax", "torch", "tensorflow", "numpy"):
+    for name in (*BACKENDS, "numpy"):
         try:
             module = __import__(name)
             print(f"{name:<9} {module.__version__}")
@@ -111,24 +111,7 @@ def cmd_info(args):
     return 0
 
 
-def _unavailable(command, module_name, error):
-    def run(args):
-        if isinstance(error, ModuleNotFoundError) and error.name == module_name:
-            print(
-                f"attnkit {command} is not available yet ({module_name} is missing).",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"attnkit {command} failed to load: {type(error).__name__}: {error}",
-                file=sys.stderr,
-            )
-        return 2
-
-    return run
-
-
-def _add_module_command(sub, name, module_name, help_text, selected, command):
+def _add_module_command(sub, name, module_name, help_text, selected):
     """A subcommand whose arguments and behaviour come from ``module_name``.
 
     The module is imported only when this subcommand is the one being run, so
@@ -137,12 +120,7 @@ def _add_module_command(sub, name, module_name, help_text, selected, command):
     parser = sub.add_parser(name, help=help_text, description=help_text)
     if not selected:
         return parser
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        parser.description = f"{help_text} (not available yet)"
-        parser.set_defaults(func=_unavailable(command, module_name, error), accepts_any=True)
-        return parser
+    module = importlib.import_module(module_name)
     module.add_arguments(parser)
     add_backend_argument(parser)
     parser.set_defaults(func=module.run)
@@ -170,7 +148,7 @@ def build_parser(argv=()):
     demos = demo.add_subparsers(dest="demo", required=True, metavar="DEMO")
     chosen = argv[1] if len(argv) > 1 and argv[0] == "demo" else None
     for name, (module_name, help_text) in DEMOS.items():
-        _add_module_command(demos, name, module_name, help_text, name == chosen, f"demo {name}")
+        _add_module_command(demos, name, module_name, help_text, name == chosen)
 
     _add_module_command(
         sub,
@@ -178,7 +156,6 @@ def build_parser(argv=()):
         BENCH_MODULE,
         "attention benchmark table",
         bool(argv) and argv[0] == "bench",
-        "bench",
     )
     return parser
 
@@ -204,10 +181,7 @@ def main(argv=None):
     from attnkit._default_backend import apply_default_backend
 
     apply_default_backend()
-    parser = build_parser(argv)
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_any", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = build_parser(argv).parse_args(argv)
     return args.func(args)
 
 

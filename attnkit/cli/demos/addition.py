@@ -12,24 +12,24 @@ epoch the demo prints the test accuracy, the share of held-out sequences with
 ``|error| < 0.04`` (the paper's criterion), and at the end it saves the model
 (``addition.keras``) and ``addition_attention.png``: the attention over a few
 test sequences with the two marked steps shaded.
+
+Data: ``attnkit.data.addition``; model: ``attnkit.models.addition_model``.
 """
 
 from __future__ import annotations
 
-import sys
-
 from attnkit.cli.demos import common
 
 NAME = "addition"
-TOLERANCE = 0.04  # Raffel & Ellis: a sequence is solved when |error| < 0.04
 SHOWN = 3  # test sequences in the figure
+MIN_LENGTH = 11  # attnkit.data.addition draws the first marked step from [1, 9]
 
 
 def add_arguments(parser):
     common.add_common_arguments(parser, epochs=3, out=f"attnkit-out/{NAME}")
     parser.add_argument(
         "--length",
-        type=common.int_at_least(6),
+        type=common.int_at_least(MIN_LENGTH),
         default=100,
         metavar="T",
         help="minimum sequence length T0; lengths are drawn from [T0, 1.1 T0] (default: 100)",
@@ -54,19 +54,11 @@ def add_arguments(parser):
     )
 
 
-def _task():
-    """The task module, or None (with a message) while it is missing."""
-    try:
-        from attnkit.data import addition
-    except ImportError as error:
-        print(f"attnkit demo addition is not available yet ({error}).", file=sys.stderr)
-        return None
-    return addition
-
-
-def _batches(task, args):
+def _batches(args):
     import keras
     import numpy as np
+
+    from attnkit.data import addition
 
     class FreshBatches(keras.utils.PyDataset):
         """A new batch for every (epoch, index), reproducible from the seed."""
@@ -80,7 +72,7 @@ def _batches(task, args):
 
         def __getitem__(self, index):
             seed = np.random.SeedSequence([args.seed, self.epoch, index]).generate_state(1)[0]
-            return task.generate(args.batch_size, args.length, seed=int(seed))
+            return addition.generate(args.batch_size, args.length, seed=int(seed))
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -99,22 +91,21 @@ def run(args):
     import keras
     import numpy as np
 
+    from attnkit.data.addition import TOLERANCE, generate
     from attnkit.maps import attention_maps
+    from attnkit.models.addition_model import build_addition_model
     from attnkit.viz import plot_sequence_attention, save_figure
 
-    task = _task()
-    if task is None:
-        return 2
     out = common.start(args, NAME)
     common.step(f"addition problem, T0 = {args.length}")
-    x_test, y_test = task.generate(args.test_size, args.length, seed=2**31 - 1 - args.seed)
+    x_test, y_test = generate(args.test_size, args.length, seed=2**31 - 1 - args.seed)
     y_test = np.asarray(y_test).reshape(-1)
     print(
         f"    {args.steps} updates of {args.batch_size} fresh sequences per epoch, "
         f"{len(x_test)} held-out test sequences"
     )
 
-    model = task.build_addition_model(seed=args.seed)  # compiled: Adam, MSE
+    model = build_addition_model(seed=args.seed)  # compiled: Adam, MSE
 
     def score():
         pred = model.predict(x_test, batch_size=500, verbose=0).reshape(-1)
@@ -130,7 +121,7 @@ def run(args):
 
     common.step("training")
     model.fit(
-        _batches(task, args),
+        _batches(args),
         epochs=args.epochs,
         # An explicit progress bar first, so each epoch's bar prints before its score.
         callbacks=[keras.callbacks.ProgbarLogger(), PrintTestAccuracy()],

@@ -11,6 +11,9 @@ A demo module uses it like this::
         model.fit(..., verbose=common.fit_verbosity())
         common.report("model", common.save_model(model, out / "mydemo.keras"))
         return 0
+
+``--backend`` is not among the flags here: ``attnkit.cli.main`` adds it to
+every command.
 """
 
 from __future__ import annotations
@@ -20,22 +23,14 @@ import os
 import sys
 from pathlib import Path
 
-BACKENDS = ("jax", "torch", "tensorflow")
 
+def int_at_least(minimum, expected=None):
+    """argparse type factory: an integer >= ``minimum``.
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
-    return value
-
-
-def int_at_least(minimum):
-    """argparse type factory: an integer >= ``minimum``."""
+    ``expected`` words the requirement in the error (default: "an integer >=
+    ``minimum``").
+    """
+    expected = expected or f"an integer >= {minimum}"
 
     def parse(text):
         try:
@@ -43,50 +38,35 @@ def int_at_least(minimum):
         except ValueError:
             value = None
         if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}. Received: {text!r}"
-            )
+            raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
         return value
 
     return parse
 
 
-def _add(parser, *names, **kwargs):
-    try:
-        parser.add_argument(*names, **kwargs)
-    except argparse.ArgumentError:  # the demo defines this flag itself
-        pass
+positive_int = int_at_least(1, "a positive integer")  # argparse type: an integer >= 1
 
 
 def add_common_arguments(parser, *, epochs, out):
-    """Adds ``--epochs --seed --out DIR --backend`` (skipping any the parser has)."""
-    _add(
-        parser,
+    """Adds ``--epochs --seed --out DIR``."""
+    parser.add_argument(
         "--epochs",
         type=positive_int,
         default=epochs,
         help=f"training epochs (default: {epochs})",
     )
-    _add(
-        parser,
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
         help="random seed; a fixed seed gives the same run on a given backend (default: 0)",
     )
-    _add(
-        parser,
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(out),
         metavar="DIR",
         help=f"folder for the model and plots, created if missing (default: {out})",
-    )
-    _add(
-        parser,
-        "--backend",
-        choices=BACKENDS,
-        help="Keras backend to run on (default: $KERAS_BACKEND, else attnkit's default)",
     )
 
 
