@@ -1,6 +1,5 @@
 """Counter-based noise: a NumPy reference of the hash, statistics, the state."""
 
-
 import keras
 import numpy as np
 
