@@ -40,7 +40,8 @@ def _padding(tv):
 MASKINGS = {
     "none": lambda tq, tv: {},
     "causal": lambda tq, tv: {"causal": True},
-    "causal_top_left": lambda tq, tv: {"causal": "top_left"},
+    "causal_top_left": lambda tq, tv: {"causal": True, "alignment": "top_left"},
+    "window_top_left": lambda tq, tv: {"window": 4, "alignment": "top_left"},
     "window": lambda tq, tv: {"window": 5},
     "causal_window": lambda tq, tv: {"causal": True, "window": 6},
     "padding": lambda tq, tv: {"mask": _padding(tv)},

@@ -114,13 +114,14 @@ def test_fused_causal_matches_reference_across_query_blocks(rng, shape):
     k = rng.normal(size=(2, tv, 2, 8)).astype("float32")
     v = rng.normal(size=(2, tv, 2, 5)).astype("float32")  # Dv != D
     g = rng.normal(size=(2, tq, 4, 5)).astype("float32")
-    for causal in (True, "top_left"):
-        out, *grads = gradients(q, k, v, g, causal=causal, implementation="fused")
-        expected, _ = reference_attention(q, k, v, causal=causal)
-        np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0, err_msg=str(causal))
-        want = reference_attention_gradients(q, k, v, g, causal=causal)
+    for alignment in ("bottom_right", "top_left"):
+        kwargs = dict(causal=True, alignment=alignment)
+        out, *grads = gradients(q, k, v, g, implementation="fused", **kwargs)
+        expected, _ = reference_attention(q, k, v, **kwargs)
+        np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0, err_msg=alignment)
+        want = reference_attention_gradients(q, k, v, g, **kwargs)
         for name, got, ref in zip("qkv", grads, want, strict=True):
-            np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0, err_msg=f"{causal} d{name}")
+            np.testing.assert_allclose(got, ref, atol=2e-5, rtol=0, err_msg=f"{alignment} d{name}")
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function batch-size signature")
@@ -167,7 +168,12 @@ def test_causal_and_window_with_lengths_unknown_when_traced(rng, impl):
 
     q = rng.normal(size=(2, 7, 2, 8)).astype("float32")
     kv = rng.normal(size=(2, 11, 2, 8)).astype("float32")
-    cases = [{"causal": True}, {"causal": "top_left"}, {"causal": True, "window": 3}]
+    cases = [
+        {"causal": True},
+        {"causal": True, "alignment": "top_left"},
+        {"causal": True, "window": 3},
+        {"window": 3, "alignment": "top_left"},
+    ]
     for kwargs in cases:
         expected, _ = reference_attention(q, kv, kv, **kwargs)
 

@@ -137,8 +137,27 @@ def test_bottom_right_causal_lets_last_query_see_whole_cache(rng):
     k = rng.normal(size=(1, 9, 4, 8)).astype("float32")
     w = to_numpy(attention_weights(q, k, causal=True))
     assert np.all(w[0, :, 0] > 0)
-    w_top = to_numpy(attention_weights(q, k, causal="top_left"))
+    w_top = to_numpy(attention_weights(q, k, causal=True, alignment="top_left"))
     assert np.count_nonzero(w_top[0, :, 0]) == 4  # one key per head
+
+
+def test_alignment_string_as_causal_is_deprecated_but_works(rng):
+    q = rng.normal(size=(1, 3, 8)).astype("float32")
+    k = rng.normal(size=(1, 5, 8)).astype("float32")
+    with pytest.warns(DeprecationWarning, match="alignment='top_left'"):
+        old = to_numpy(attention_weights(q, k, causal="top_left"))
+    new = to_numpy(attention_weights(q, k, causal=True, alignment="top_left"))
+    np.testing.assert_array_equal(old, new)
+    np.testing.assert_array_equal(old[0] > 0, np.tril(np.ones((3, 5), bool)))
+
+
+def test_window_alone_follows_the_alignment(rng):
+    q = rng.normal(size=(1, 2, 8)).astype("float32")
+    k = rng.normal(size=(1, 6, 8)).astype("float32")
+    for alignment, first in (("top_left", 0), ("bottom_right", 4)):
+        w = to_numpy(attention_weights(q, k, window=2, alignment=alignment))[0]
+        expected = np.abs(np.arange(6)[None, :] - (np.arange(2)[:, None] + first)) < 2
+        np.testing.assert_array_equal(w > 0, expected, err_msg=alignment)
 
 
 def _grad_of(impl, q, k, v, kwargs, bs=None):

@@ -56,6 +56,12 @@ CASES = [
         r"Received: implementation='flash'",
     ),
     ("causal", lambda: attention(Q3, K3, K3, causal="yes"), r"Received: causal='yes'"),
+    ("causal_int", lambda: attention(Q3, K3, K3, causal=3), r"must be a bool\. Received: causal=3"),
+    (
+        "alignment",
+        lambda: attention(Q3, K3, K3, causal=True, alignment="left"),
+        r"`alignment` must be one of \('bottom_right', 'top_left'\)\. Received: alignment='left'",
+    ),
     ("window-negative", lambda: attention(Q3, K3, K3, window=-2), r"Received: window=-2"),
     ("window-float", lambda: attention(Q3, K3, K3, window=2.5), r"Received: window=2.5"),
     ("dropout-high", lambda: attention(Q3, K3, K3, dropout=1.0), r"Received: dropout=1.0"),

@@ -58,9 +58,10 @@ def problems(draw, scales=(0.5, 1.0, 4.0)):
         m = np.ones(mask_shape, dtype=bool)
         m[0] = False
         kwargs["mask"] = m
-    causal = draw(st.sampled_from([False, True, "top_left"]))
-    if causal:
-        kwargs["causal"] = causal
+    if draw(st.booleans()):
+        kwargs["causal"] = True
+    if draw(st.booleans()):
+        kwargs["alignment"] = "top_left"
     window = draw(st.one_of(st.none(), st.integers(1, 5)))
     if window is not None:
         kwargs["window"] = window

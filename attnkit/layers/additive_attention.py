@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.layers import _base
+from attnkit import _checks
 from attnkit.layers.attention import Attention
 from attnkit.ops.scores import additive_score
 
@@ -113,9 +113,9 @@ class AdditiveAttention(Attention):
                 f"Received: score_mode={kwargs['score_mode']!r}"
             )
         super().__init__(use_scale=use_scale, dropout=dropout, **kwargs)
-        self.units = _base.check_positive_int(units, "units", allow_none=True)
-        self.use_bias = _base.check_bool(use_bias, "use_bias")
-        self.paper_init = _base.check_bool(paper_init, "paper_init")
+        self.units = _checks.positive_int(units, "units", allow_none=True)
+        self.use_bias = _checks.boolean(use_bias, "use_bias")
+        self.paper_init = _checks.boolean(paper_init, "paper_init")
         if paper_init:
             if units is None:
                 raise ValueError(

@@ -8,7 +8,9 @@ import warnings
 import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.layers import _base
+from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import attention as core_attention
 from attnkit.ops import masks as masks_lib
 from attnkit.ops.masks import combine_masks
@@ -19,7 +21,7 @@ SCORE_MODES = ("dot", "scaled_dot", "general", "cosine", "concat")
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
-class Attention(keras.layers.Layer):
+class Attention(QueryValueMixin, keras.layers.Layer):
     """Luong-style attention over a query and a value sequence.
 
     Luong, Pham and Manning 2015 (https://arxiv.org/abs/1508.04025), with the
@@ -120,21 +122,15 @@ class Attention(keras.layers.Layer):
     ):
         causal = kwargs.pop("causal", None)
         super().__init__(**kwargs)
-        self.use_scale = _base.check_bool(use_scale, "use_scale")
-        if score_mode not in SCORE_MODES:
-            raise ValueError(
-                f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
-            )
-        self.score_mode = score_mode
-        self.dropout = _base.check_rate(dropout)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
-        self.sliding_window = _base.check_positive_int(
+        self.use_scale = _checks.boolean(use_scale, "use_scale")
+        self.score_mode = _checks.one_of(score_mode, "score_mode", SCORE_MODES)
+        self.dropout = _checks.rate(dropout)
+        self.seed = _checks.seed(seed)
+        self.sliding_window = _checks.positive_int(
             sliding_window, "sliding_window", allow_none=True
         )
         if causal is not None:
-            _base.check_bool(causal, "causal")
+            _checks.boolean(causal, "causal")
             warnings.warn(
                 "The `causal` argument of Attention is deprecated; pass "
                 "`use_causal_mask=True` when calling the layer instead.",
@@ -185,11 +181,7 @@ class Attention(keras.layers.Layer):
         use_causal_mask=False,
     ):
         self._validate_inputs(inputs, mask)
-        query, value = inputs[0], inputs[1]
-        key = inputs[2] if len(inputs) > 2 else value
-        masks = list(mask) if mask is not None else [None, None]
-        query_mask, value_mask = masks[0], masks[1]
-        key_mask = masks[2] if len(masks) > 2 else None
+        (query, value, key), (query_mask, value_mask, key_mask) = self._unpack_inputs(inputs, mask)
         causal = bool(use_causal_mask or self.causal)
 
         # Leading batch axes are folded into one: (..., T, D) -> (B, T, D).
@@ -225,10 +217,6 @@ class Attention(keras.layers.Layer):
     ):
         """The attention core's path: O(N) memory and the fused kernels where they apply."""
         pad = _base.padding_mask(query_mask, [value_mask, key_mask])  # (B, Tq, Tv)
-        causal, window, window_mask = _base.position_arguments(
-            query, key, causal=causal, window=self.sliding_window
-        )
-        full_mask = combine_masks(pad, None if window_mask is None else window_mask[None])
         if self._overrides("_calculate_scores") or self.score_mode == "concat":
             # The core evaluates the score hook itself, block by block on long inputs.
             score = self._calculate_scores
@@ -241,9 +229,10 @@ class Attention(keras.layers.Layer):
             key,
             value,
             score=score,
-            mask=full_mask,
+            mask=pad,
             causal=causal,
-            window=window,
+            alignment="top_left",
+            window=self.sliding_window,
             scale=1.0,
             dropout=self.dropout if dropout_active else 0.0,
             training=dropout_active,
@@ -356,71 +345,6 @@ class Attention(keras.layers.Layer):
         shape = tuple(x.shape)[-trailing:]
         return ops.reshape(x, (-1, *shape))
 
-    def compute_mask(self, inputs, mask=None):
-        self._validate_inputs(inputs, mask)
-        if mask is None or mask[0] is None:
-            return None
-        return ops.convert_to_tensor(mask[0])
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[0][:-1], input_shape[1][-1])
-
-    def compute_output_spec(
-        self,
-        inputs,
-        mask=None,
-        training=None,
-        return_attention_scores=False,
-        use_causal_mask=False,
-    ):
-        self._validate_inputs(inputs, mask)
-        query, value = inputs[0], inputs[1]
-        key = inputs[2] if len(inputs) > 2 else value
-        output = keras.KerasTensor(
-            self.compute_output_shape([query.shape, value.shape]),
-            dtype=self.compute_dtype,
-        )
-        if return_attention_scores:
-            scores_shape = (*query.shape[:-1], key.shape[-2])  # (..., Tq, Tv)
-            return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
-        return output
-
-    def _validate_inputs(self, inputs, mask=None):
-        name = self.__class__.__name__
-        if (
-            not isinstance(inputs, (list, tuple))
-            or not 2 <= len(inputs) <= 3
-            or any(x is None or isinstance(x, int) for x in inputs)
-        ):
-            raise ValueError(
-                f"{name} must be called on a list [query, value] or "
-                f"[query, value, key]. Received: inputs={inputs!r}"
-            )
-        shapes = [tuple(x) if _is_shape(x) else tuple(x.shape) for x in inputs]
-        ranks = {len(s) for s in shapes}
-        if len(ranks) != 1 or min(ranks) < 3:
-            raise ValueError(
-                f"{name} inputs must all have the same rank, at least 3 "
-                f"(batch, time, features). Received: input shapes={shapes}"
-            )
-        value_shape = shapes[1]
-        key_shape = shapes[2] if len(shapes) > 2 else value_shape
-        if (
-            key_shape[-2] is not None
-            and value_shape[-2] is not None
-            and key_shape[-2] != value_shape[-2]
-        ):
-            raise ValueError(
-                f"{name}: key and value must have the same length. "
-                f"Received: value.shape={value_shape}, key.shape={key_shape}"
-            )
-        if mask is not None:
-            if not isinstance(mask, (list, tuple)) or not 2 <= len(mask) <= 3:
-                raise ValueError(
-                    f"{name} mask must be a list [query_mask, value_mask] or "
-                    f"[query_mask, value_mask, key_mask]. Received: mask={mask!r}"
-                )
-
     def get_config(self):
         config = {
             **super().get_config(),
@@ -433,7 +357,3 @@ class Attention(keras.layers.Layer):
         if self.causal:
             config["causal"] = True
         return config
-
-
-def _is_shape(x):
-    return isinstance(x, (list, tuple)) and all(d is None or isinstance(d, int) for d in x)

@@ -8,7 +8,8 @@ import string
 import keras
 from keras import ops
 
-from attnkit.layers import _attention_axes, _base
+from attnkit import _checks
+from attnkit.layers import _attention_axes
 from attnkit.layers import _kv_cache as kv_cache
 from attnkit.layers._attention_axes import AttentionLayout
 from attnkit.ops import attention as core_attention
@@ -193,13 +194,13 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.supports_masking = True
-        self._num_heads = _base.check_positive_int(num_heads, "num_heads")
-        self._key_dim = _base.check_positive_int(key_dim, "key_dim")
-        _base.check_positive_int(value_dim, "value_dim", allow_none=True)
+        self._num_heads = _checks.positive_int(num_heads, "num_heads")
+        self._key_dim = _checks.positive_int(key_dim, "key_dim")
+        _checks.positive_int(value_dim, "value_dim", allow_none=True)
         self._value_dim = value_dim if value_dim is not None else key_dim
-        self._dropout = _base.check_rate(dropout)
-        self._use_bias = _base.check_bool(use_bias, "use_bias")
-        self._use_gate = _base.check_bool(use_gate, "use_gate")
+        self._dropout = _checks.rate(dropout)
+        self._use_bias = _checks.boolean(use_bias, "use_bias")
+        self._use_gate = _checks.boolean(use_gate, "use_gate")
         if output_shape is not None:
             shape = (output_shape,) if isinstance(output_shape, int) else output_shape
             if (
@@ -225,16 +226,11 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"Received: attention_axes={attention_axes!r}"
             )
         self._attention_axes = None if attention_axes is None else tuple(attention_axes)
-        self._sliding_window = _base.check_positive_int(
+        self._sliding_window = _checks.positive_int(
             sliding_window, "sliding_window", allow_none=True
         )
-        if flash_attention is not None and not isinstance(flash_attention, bool):
-            raise ValueError(
-                "`flash_attention` must be None or a bool. "
-                f"Received: flash_attention={flash_attention!r}"
-            )
-        self._flash_attention = flash_attention
-        self._num_key_value_heads = _base.check_positive_int(
+        self._flash_attention = _checks.optional_bool(flash_attention, "flash_attention")
+        self._num_key_value_heads = _checks.positive_int(
             num_key_value_heads, "num_key_value_heads", allow_none=True
         )
         kv_heads = num_heads if num_key_value_heads is None else num_key_value_heads
@@ -244,11 +240,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"Received: num_heads={num_heads}, "
                 f"num_key_value_heads={num_key_value_heads}"
             )
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"`implementation` must be one of {IMPLEMENTATIONS}. "
-                f"Received: implementation={implementation!r}"
-            )
+        _checks.one_of(implementation, "implementation", IMPLEMENTATIONS)
         if flash_attention is True and implementation not in ("auto", "fused"):
             raise ValueError(
                 "`flash_attention=True` needs the fused kernel. "
@@ -274,9 +266,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self._activity_regularizer = keras.regularizers.get(activity_regularizer)
         self._kernel_constraint = keras.constraints.get(kernel_constraint)
         self._bias_constraint = keras.constraints.get(bias_constraint)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
+        self.seed = _checks.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed) if self._dropout > 0 else None
 
     num_heads = property(lambda self: self._num_heads)
@@ -496,17 +486,16 @@ class MultiHeadAttention(keras.layers.Layer):
             position = _position_mask(query, key, use_causal_mask, sliding_window)
             mask = combine_masks(attention_mask, None if position is None else position[None])
             return self._explicit_attention(query, key, value, mask, dropout)
-        causal, window, position = _position_arguments(query, key, use_causal_mask, sliding_window)
-        mask = combine_masks(attention_mask, None if position is None else position[None])
         result = core_attention(
             query,
             key,
             value,
             score="dot",
             scale=1.0 / math.sqrt(self._key_dim),
-            mask=mask,
-            causal="top_left" if causal else False,
-            window=window,
+            mask=attention_mask,
+            causal=bool(use_causal_mask),
+            alignment="top_left",
+            window=sliding_window,
             dropout=dropout,
             training=dropout > 0,
             seed=self.seed_generator,
@@ -662,20 +651,6 @@ class MultiHeadAttention(keras.layers.Layer):
             "num_key_value_heads": self._num_key_value_heads,
             "implementation": self._implementation,
         }
-
-
-def _position_arguments(query, key, causal, window):
-    """``(causal, window, mask)`` for the core, top-left aligned (Keras' convention).
-
-    The core aligns a window without ``causal`` bottom-right; unless Tq == Tv is
-    known statically, such a window is given as an explicit (Tq, Tv) mask.
-    """
-    if causal or window is None:
-        return causal, window, None
-    tq, tv = query.shape[1], key.shape[1]
-    if tq is not None and tq == tv:
-        return False, window, None
-    return False, None, _position_mask(query, key, False, window)
 
 
 def _position_mask(query, key, causal, window):

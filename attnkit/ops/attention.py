@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.ops import masks as masks_lib
 from attnkit.ops.scores import dot_score, get_score
 
@@ -34,7 +35,8 @@ class Problem:
     scale: float | None  # multiplies the logits; None = 1
     mask: object  # bool, broadcastable to (B, Hkv, G, Tq, Tv), or None
     bias: object  # broadcastable to (B, Hkv, G, Tq, Tv), or None
-    causal: str | None  # alignment name
+    causal: str | None  # the alignment name when causal, else None
+    alignment: str  # "bottom_right" or "top_left": where the queries sit on the key axis
     window: int | None
 
     @property
@@ -50,7 +52,7 @@ class Problem:
     @property
     def offset(self):
         return masks_lib.query_offset(
-            self.runtime_length("query"), self.runtime_length("key"), self.causal
+            self.runtime_length("query"), self.runtime_length("key"), self.alignment
         )
 
     def runtime_length(self, which):
@@ -163,6 +165,7 @@ def prepare(
     score="scaled_dot",
     mask=None,
     causal=False,
+    alignment="bottom_right",
     window=None,
     bias=None,
     scale=None,
@@ -213,21 +216,14 @@ def prepare(
             "Query and key feature sizes",
             ("query.shape[-1]", "key.shape[-1]"),
         )
-    if scale is not None:
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, (int, float))
-            or not math.isfinite(scale)
-        ):
-            raise ValueError(f"`scale` must be a finite number or None. Received: scale={scale!r}")
-        scale = float(scale)
+    scale = _checks.finite_number(scale, "scale", allow_none=True)
     if score_name in _DOT_SCORES:
         # scaled_dot's 1/sqrt(D) is its default scale; an explicit scale replaces it.
         if score_name == "scaled_dot" and scale is None:
             scale = 1.0 / math.sqrt(q_shape[-1])
         score_name, score_fn = "dot", dot_score
 
-    causal = masks_lib.normalize_causal(causal)
+    causal, alignment = masks_lib.causal_arguments(causal, alignment)
     window = masks_lib.validate_window(window)
 
     dyn_q = ops.shape(query)
@@ -255,23 +251,10 @@ def prepare(
         scale=scale,
         mask=mask,
         bias=bias,
-        causal=causal,
+        causal=alignment if causal else None,
+        alignment=alignment,
         window=window,
     )
-
-
-def _validate_dropout(dropout):
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
-    return float(dropout)
-
-
-def _validate_implementation(implementation):
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"`implementation` must be one of {IMPLEMENTATIONS}. "
-            f"Received: implementation={implementation!r}"
-        )
 
 
 def attention_weights(
@@ -281,6 +264,7 @@ def attention_weights(
     score="scaled_dot",
     mask=None,
     causal=False,
+    alignment="bottom_right",
     window=None,
     bias=None,
     scale=None,
@@ -300,6 +284,7 @@ def attention_weights(
         score=score,
         mask=mask,
         causal=causal,
+        alignment=alignment,
         window=window,
         bias=bias,
         scale=scale,
@@ -316,6 +301,7 @@ def attention(
     score="scaled_dot",
     mask=None,
     causal=False,
+    alignment="bottom_right",
     window=None,
     bias=None,
     scale=None,
@@ -344,12 +330,16 @@ def attention(
         mask: boolean, True = may attend. Shape ``(Tq, Tv)``, ``(B, Tq, Tv)``
             (shared by all heads) or, for 4-D inputs, ``(B, H, Tq, Tv)``; any
             axis may be 1 to broadcast. Defaults to `None`.
-        causal: ``False``, ``True`` (= ``"bottom_right"``), ``"bottom_right"`` or
-            ``"top_left"``. Bottom-right aligns the last query with the last
-            key, so a one-step query at the end of a cache sees the whole cache;
-            top-left is ``tril(ones(Tq, Tv))``. Defaults to `False`.
+        causal: whether query ``i`` may only attend to keys at or before its
+            own position (placed by ``alignment``). Defaults to `False`.
+        alignment: where the queries sit on the key axis when Tq != Tv, for
+            ``causal`` and ``window``: ``"bottom_right"`` aligns the last query
+            with the last key, so a one-step query at the end of a cache sees
+            the whole cache; ``"top_left"`` puts query ``i`` at key position
+            ``i`` (causal is then ``tril(ones(Tq, Tv))``, Keras' convention).
+            Defaults to `"bottom_right"`.
         window: sliding window: key j is visible from query i when
-            ``|i - j| < window`` (positions aligned as for ``causal``); with
+            ``|i - j| < window`` (positions placed by ``alignment``); with
             ``causal`` it keeps the ``window`` most recent keys. Defaults to `None`.
         bias: additive logits, broadcastable like ``mask``. Defaults to `None`.
         scale: multiplies the scores; ``None`` means ``1/sqrt(D)`` for
@@ -373,8 +363,8 @@ def attention(
     """
     from attnkit.ops import dispatch
 
-    _validate_implementation(implementation)
-    dropout = _validate_dropout(dropout)
+    _checks.one_of(implementation, "implementation", IMPLEMENTATIONS)
+    dropout = _checks.rate(dropout, "dropout")
     problem = prepare(
         query,
         key,
@@ -382,6 +372,7 @@ def attention(
         score=score,
         mask=mask,
         causal=causal,
+        alignment=alignment,
         window=window,
         bias=bias,
         scale=scale,

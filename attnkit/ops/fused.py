@@ -24,7 +24,7 @@ def attend(problem):
         and problem.mask is None
         and problem.bias is None
         and (
-            problem.causal == "top_left"
+            problem.alignment == "top_left"
             # Equal only if known: traced with unknown lengths, bottom-right
             # alignment needs the explicit position mask.
             or (problem.query_length is not None and problem.query_length == problem.key_length)

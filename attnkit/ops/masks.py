@@ -15,6 +15,8 @@ lower triangle. ``"top_left"``: query ``i`` sits at position ``i`` (the
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -32,6 +34,34 @@ def normalize_causal(causal) -> str | None:
     raise ValueError(
         f"`causal` must be a bool or one of {CAUSAL_ALIGNMENTS}. Received: causal={causal!r}"
     )
+
+
+def validate_alignment(alignment) -> str:
+    if not isinstance(alignment, str) or alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(
+            f"`alignment` must be one of {CAUSAL_ALIGNMENTS}. Received: alignment={alignment!r}"
+        )
+    return alignment
+
+
+def causal_arguments(causal, alignment="bottom_right"):
+    """``(causal: bool, alignment)`` from the public ``causal`` and ``alignment``.
+
+    An alignment name given as ``causal`` (the form before ``alignment``
+    existed) still works for now, with a DeprecationWarning.
+    """
+    alignment = validate_alignment(alignment)
+    if isinstance(causal, str):
+        name = normalize_causal(causal)
+        warnings.warn(
+            f"causal={causal!r} is deprecated; pass causal=True, alignment={name!r}.",
+            DeprecationWarning,
+            stacklevel=4,  # the caller of attention() / attention_weights()
+        )
+        return True, name
+    if causal is None or isinstance(causal, bool):
+        return bool(causal), alignment
+    raise ValueError(f"`causal` must be a bool. Received: causal={causal!r}")
 
 
 def validate_window(window) -> int | None:

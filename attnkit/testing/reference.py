@@ -183,11 +183,13 @@ def reference_attention(
     score="scaled_dot",
     mask=None,
     causal=False,
+    alignment=None,
     window=None,
     bias=None,
     scale=None,
 ):
-    """Returns (output, weights) in float64, layouts as ``attnkit.ops.attention``."""
+    """Returns (output, weights) in float64, layouts as ``attnkit.ops.attention``
+    (``causal`` may also be an alignment name, see ``reference_mask``)."""
     q = np.asarray(query, dtype=np.float64)
     k = np.asarray(key, dtype=np.float64)
     v = np.asarray(value, dtype=np.float64)
@@ -199,7 +201,7 @@ def reference_attention(
     group = h // hkv
     if scale is None:
         scale = 1.0 / np.sqrt(d) if score == "scaled_dot" else 1.0
-    full = reference_mask(tq, tv, causal=causal, window=window)[None, None]
+    full = reference_mask(tq, tv, causal=causal, window=window, alignment=alignment)[None, None]
     if mask is not None:
         full = full & _to_bhqk(mask, rank, h)
     full = np.broadcast_to(full, (b, h, tq, tv))
