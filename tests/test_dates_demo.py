@@ -5,7 +5,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-import attnkit.layers
 from attnkit.cli import main as cli
 from attnkit.data import dates
 from attnkit.models import date_translator as dt
@@ -20,9 +19,6 @@ def _check_png(path):
 
 @pytest.mark.parametrize("decoder", ["cell", "additive"])
 def test_demo_dates_smoke(capsys, tmp_path, decoder):
-    layer = {"cell": "AttentionRNNCell", "additive": "AdditiveAttention"}[decoder]
-    if not hasattr(attnkit.layers, layer):
-        pytest.skip(f"attnkit.layers.{layer} is not there yet")
     rc = cli.main(
         [
             "demo",
@@ -69,9 +65,33 @@ def test_greedy_translate_feeds_back_its_own_outputs():
     nxt = keras.layers.Lambda(lambda t: keras.ops.mod(t + 1, 12))(y_in)
     probs = keras.layers.Lambda(lambda t: keras.ops.one_hot(t, 12))(nxt)
     model = keras.Model([x_in, y_in], probs)
-    out = dt.greedy_translate(model, np.zeros((3, dates.TX), "int32"))
-    # GO (11) -> 0, then 1, 2, ..., 9
-    np.testing.assert_array_equal(out, np.tile(np.arange(10), (3, 1)))
+    for batch_size in (512, 2):  # one batch; two and a remainder
+        out = dt.greedy_translate(model, np.zeros((3, dates.TX), "int32"), batch_size)
+        # GO (11) -> 0, then 1, 2, ..., 9
+        np.testing.assert_array_equal(out, np.tile(np.arange(10), (3, 1)))
+
+
+def _predict_loop(model, x):
+    """Greedy decoding as the demo did it before ``attnkit.decoding``: ``predict``
+    on the decoded prefix, one output character a step."""
+    dec_in = np.full((len(x), dates.TY), dates.GO_ID, "int32")
+    out = np.zeros((len(x), dates.TY), "int32")
+    for t in range(dates.TY):
+        out[:, t] = model.predict([x, dec_in], verbose=0)[:, t].argmax(-1)
+        if t + 1 < dates.TY:
+            dec_in[:, t + 1] = out[:, t]
+    return out
+
+
+@pytest.mark.parametrize("decoder", dt.DECODERS)
+def test_greedy_translate_decodes_as_the_predict_loop(decoder):
+    keras.utils.set_random_seed(0)
+    model = dt.build_training_model(decoder, seed=0)
+    texts = [h for h, _ in dates.random_dates(24, seed=1)]
+    x = dates.encode_human(texts)
+    expected = _predict_loop(model, x)
+    assert len({tuple(row) for row in expected}) > 1  # not one constant output
+    np.testing.assert_array_equal(dt.greedy_translate(model, x, batch_size=10), expected)
 
 
 def _peaked(texts, shift=0):

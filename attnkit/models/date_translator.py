@@ -30,13 +30,15 @@ often attend there (about 97% instead of 99% of the year outputs' attention
 peaks inside the year, same accuracy).
 
 At inference the decoder is fed its own previous prediction, one step at a
-time (``greedy_translate``); Ty = 10 steps.
+time (``greedy_translate``, with ``attnkit.decoding.greedy_decode`` over
+``decoder_step``); Ty = 10 steps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from attnkit import _checks
 from attnkit.data import dates
 
 ATTENTION_LAYER = "attention"  # the additive decoder's AdditiveAttention
@@ -62,11 +64,10 @@ def build_training_model(decoder: str = "additive", **kwargs):
         An uncompiled functional ``keras.Model`` whose output is the
         ``(B, Ty, 11)`` softmax probabilities.
     """
+    _checks.one_of(decoder, "decoder", DECODERS)
     if decoder == "cell":
         return build_cell_model(**kwargs)
-    if decoder == "additive":
-        return build_additive_model(**kwargs)
-    raise ValueError(f"expected decoder in {DECODERS}. Received: decoder={decoder!r}")
+    return build_additive_model(**kwargs)
 
 
 def build_cell_model(
@@ -201,21 +202,58 @@ def build_additive_model(
     return keras.Model([x, y_in], probs, name="date_translator")
 
 
+def decoder_step(model):
+    """The teacher-forced ``model`` as a decoder step of ``attnkit.decoding``.
+
+    The states are ``[x (N, Tx), decoder_input (N, Ty), t (N,)]``. A step
+    writes the previous token at position t of the decoder input, runs the
+    whole model and returns the log-probabilities of output t; the decoder
+    is causal, so output t depends only on positions <= t, all written by
+    then. Every step thus recomputes the encoder and the earlier steps, as
+    ``model.predict`` on the growing prefix would.
+    """
+    from keras import ops
+
+    positions = ops.arange(dates.TY, dtype="int32")[None, :]  # (1, Ty)
+
+    def step(tokens, states):
+        x, decoder_input, t = states
+        here = positions == t[:, None]  # (N, Ty): position t
+        decoder_input = ops.where(here, tokens[:, None], decoder_input)
+        probs = model([x, decoder_input], training=False)  # (N, Ty, V)
+        probs = ops.sum(ops.where(here[..., None], probs, 0.0), axis=1)  # (N, V): output t
+        return ops.log(ops.maximum(probs, 1e-30)), [x, decoder_input, t + 1]
+
+    return step
+
+
 def greedy_translate(model, x, batch_size: int = 512):
     """Greedy decoding: target ids ``(N, Ty)`` for inputs ``x`` (N, Tx).
 
-    Step t runs the teacher-forced model on the tokens decoded so far; since
-    the decoder is causal, its prediction at t depends only on inputs < t.
+    ``attnkit.decoding.greedy_decode`` over ``decoder_step(model)``, in
+    batches of ``batch_size``. ``GO`` serves as the end token: the model never
+    outputs it (its softmax covers ``MACHINE_VOCAB`` only), so every
+    translation runs the full Ty steps.
     """
+    from keras import ops
+
+    from attnkit.decoding import greedy_decode
+
     x = np.asarray(x, dtype="int32")
-    dec_in = np.full((len(x), dates.TY), dates.GO_ID, dtype="int32")
-    out = np.zeros((len(x), dates.TY), dtype="int32")
-    for t in range(dates.TY):
-        probs = model.predict([x, dec_in], batch_size=batch_size, verbose=0)
-        out[:, t] = probs[:, t].argmax(-1)
-        if t + 1 < dates.TY:
-            dec_in[:, t + 1] = out[:, t]
-    return out
+    step = decoder_step(model)
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        states = [
+            ops.convert_to_tensor(batch),
+            ops.full((len(batch), dates.TY), dates.GO_ID, dtype="int32"),
+            ops.zeros((len(batch),), dtype="int32"),
+        ]
+        tokens, _, _ = greedy_decode(
+            step, states, start_token=dates.GO_ID, end_token=dates.GO_ID, max_length=dates.TY
+        )
+        out.append(ops.convert_to_numpy(tokens))
+    return np.concatenate(out).astype("int32")
 
 
 def alignments(model, x, targets, batch_size: int = 512):
@@ -243,8 +281,7 @@ YEAR_OUTPUTS = ("written", "all")
 def _year_attention(weights, texts, outputs):
     """The year outputs' weights (N, 4, Tx), the input year spans (N, 2) and
     which of the four outputs each example is judged on (N, 4) bool."""
-    if outputs not in YEAR_OUTPUTS:
-        raise ValueError(f"`outputs` must be one of {YEAR_OUTPUTS}. Received: outputs={outputs!r}")
+    _checks.one_of(outputs, "outputs", YEAR_OUTPUTS)
     weights = np.asarray(weights)[:, :4]  # the YYYY of YYYY-MM-DD
     spans = np.array([dates.year_span(t) for t in texts])
     if outputs == "all":

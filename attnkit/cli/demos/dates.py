@@ -12,7 +12,8 @@ an LSTM decoder trained with teacher forcing, with attnkit's Bahdanau
 attention (``AdditiveAttention(units=...)``) from every decoder step over the
 encoded characters. ``--decoder cell`` uses the recurrent decoder
 ``keras.layers.RNN(AttentionRNNCell(LSTMCell, BahdanauAttention))`` instead.
-Evaluation decodes greedily (the model reads its own previous output).
+Evaluation decodes greedily with ``attnkit.decoding`` (the model reads its
+own previous output).
 
 ``--distribute data`` trains and evaluates under ``keras.distribution``'s
 DataParallel, ``--distribute model`` under ModelParallel with the attention
@@ -31,6 +32,7 @@ import math
 import sys
 
 from attnkit.cli.demos import common
+from attnkit.models import date_translator as dt
 
 NAME = "dates"
 SHOWN = ("3 may 1979", "5/3/79", "tuesday april 27 2055", "09.11.89")
@@ -60,7 +62,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--decoder",
-        choices=("additive", "cell"),
+        choices=dt.DECODERS,
         default="additive",
         help="additive: decoder LSTM then Bahdanau AdditiveAttention over all "
         "steps; cell: RNN(AttentionRNNCell(LSTMCell, BahdanauAttention)) "
@@ -88,8 +90,6 @@ def held_out(n, train_texts, seed):
 def run(args):
     import keras
 
-    from attnkit.models import date_translator as dt
-
     try:
         # Before seeding: on a CPU host it may still set JAX's device count.
         dist = common.distribute(args, [dt.ATTENTION_LAYER, dt.MECHANISM_LAYER])
@@ -108,7 +108,6 @@ def _run(args, dist):
     import numpy as np
 
     from attnkit.data import dates
-    from attnkit.models import date_translator as dt
     from attnkit.viz import plot_alignments, save_figure
 
     out = common.start(args, NAME)
@@ -128,9 +127,9 @@ def _run(args, dist):
         eval_batch = dist.batch(eval_batch)
 
     def translate(x):
-        n = len(x)
-        x = dist.pad(x) if dist is not None else x
-        return dt.greedy_translate(model, x, batch_size=eval_batch)[:n]
+        # Decoding calls the model directly, which takes any batch; predict (in
+        # alignments) needs batches that split over the devices.
+        return dt.greedy_translate(model, x, batch_size=eval_batch)
 
     def alignments(x, targets):
         n = len(x)
