@@ -9,7 +9,7 @@ import pytest
 import attnkit
 from attnkit.layers import MultiHeadAttention
 from attnkit.testing.contract import run_layer_contract
-from attnkit.testing.reference import reference_attention
+from attnkit.testing.reference import reference_multi_head_attention
 from attnkit.testing.registry import EXAMPLES
 
 ATOL = 1e-5
@@ -48,19 +48,9 @@ def _paired(q, v, **kwargs):
     return ours, theirs
 
 
-def _reference_mha(layer, q, v, mask=None, causal=False, window=None):
-    """float64 projections + reference_attention + output projection."""
-    w = {x.path.split("/", 1)[1]: to_numpy(x).astype(np.float64) for x in layer.weights}
-
-    def proj(x, name):
-        return np.einsum("btd,dhk->bthk", x, w[f"{name}/kernel"]) + w[f"{name}/bias"]
-
-    qh, kh, vh = proj(q, "query"), proj(v, "key"), proj(v, "value")
-    out, weights = reference_attention(
-        qh, kh, vh, score="scaled_dot", mask=mask, causal=causal, window=window
-    )
-    out = np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"]) + w["attention_output/bias"]
-    return out, weights
+def _reference_mha(layer, q, v, **kwargs):
+    weights = {x.path.split("/", 1)[1]: to_numpy(x) for x in layer.weights}
+    return reference_multi_head_attention(weights, q, v, **kwargs)
 
 
 # Contract -----------------------------------------------------------------------

@@ -225,6 +225,27 @@ def reference_attention(
     return out, weights
 
 
+def reference_multi_head_attention(weights, query, value, key=None, **kwargs):
+    """Multi-head attention in float64 from a layer's ``weights``.
+
+    ``weights`` maps ``"query/kernel"``, ``"query/bias"``, ... ``"attention_output/bias"``
+    (keras.layers.MultiHeadAttention's names, kernels (D, H, Dk) and (H, Dv, Dout)) to
+    arrays; ``kwargs`` as ``reference_attention`` (scaled dot-product scores). Returns
+    ``(output (B, Tq, Dout), weights (B, H, Tq, Tv))``.
+    """
+    w = {name: np.asarray(x, dtype=np.float64) for name, x in weights.items()}
+    key = value if key is None else key
+
+    def project(x, name):
+        out = np.einsum("btd,dhk->bthk", np.asarray(x, np.float64), w[f"{name}/kernel"])
+        return out + w[f"{name}/bias"]
+
+    qh, kh, vh = project(query, "query"), project(key, "key"), project(value, "value")
+    out, attention_weights = reference_attention(qh, kh, vh, score="scaled_dot", **kwargs)
+    out = np.einsum("bthv,hvo->bto", out, w["attention_output/kernel"])
+    return out + w["attention_output/bias"], attention_weights
+
+
 def reference_attention_gradients(query, key, value, cotangent, **kwargs):
     """d sum(attention(q, k, v) * g) / d(q, k, v) in float64, from the equations.
 
