@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from attnkit.data import addition
+from attnkit.models.addition_model import build_addition_model
 
 
 @pytest.mark.parametrize("task", addition.TASKS)
@@ -45,7 +46,7 @@ def test_seeded_and_lengths_cover_the_range():
 
 
 def test_model_has_the_papers_parameter_count():
-    model = addition.build_addition_model()
+    model = build_addition_model()
     assert model.count_params() == 10_602
     x, _ = addition.generate(2, 12, seed=0)
     assert model.predict(x, verbose=0).shape == (2, 1)
@@ -67,7 +68,7 @@ def test_bad_arguments(kwargs, match):
 def test_model_uses_the_papers_training_setup():
     # craffel/ff-attention: Adam (0.9, 0.999, 1e-8) at 0.01, the best of the
     # paper's grid for the addition problem; LReLU (slope 0.01) on every layer.
-    model = addition.build_addition_model(seed=0)
+    model = build_addition_model(seed=0)
     optimizer = model.optimizer
     assert float(optimizer.learning_rate) == pytest.approx(1e-2)
     assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-8)

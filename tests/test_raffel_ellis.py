@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from attnkit.data import addition
+from attnkit.models.addition_model import build_addition_model
 
 T0, EPOCHS, UPDATES, BATCH = 1000, 3, 1000, 100
 
@@ -18,7 +19,7 @@ def test_addition_solved_within_three_epochs_at_t0_1000():
     import keras
 
     keras.utils.set_random_seed(0)
-    model = addition.build_addition_model(seed=0)
+    model = build_addition_model(seed=0)
     assert model.count_params() == 10_602
     x_test, y_test = addition.generate(1000, T0, seed=12345)
     rng = np.random.default_rng(0)
