@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import pytest
 
+from attnkit.cli.main import BACKENDS
 from attnkit.layers import AttentionPooling, AttentionRNNCell
 from attnkit.testing import run_layer_contract
 from attnkit.testing.registry import EXAMPLES, build_model, contract_arguments, public_layers
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "portability_load.py")
-ALL_BACKENDS = ("jax", "torch", "tensorflow")
 
 
 def test_every_public_layer_has_an_example():
@@ -87,7 +87,7 @@ def test_contract_call_style_errors():
 # Portability -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", [b for b in ALL_BACKENDS if b != keras.backend.backend()])
+@pytest.mark.parametrize("target", [b for b in BACKENDS if b != keras.backend.backend()])
 def test_saved_models_load_under_other_backends(target, tmp_path):
     layers = public_layers()
     for name, cls in layers.items():
