@@ -365,7 +365,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
         batch = ops.shape(query)[0]
         q, k, v = (layout.to_core(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
-        attention_mask, positions = self._compute_attention_mask(
+        attention_mask, hook_kwargs = self._compute_attention_mask(
             query,
             key,
             q,
@@ -377,9 +377,9 @@ class MultiHeadAttention(keras.layers.Layer):
             use_causal_mask=use_causal_mask,
             cache_update_index=None if cache is None else cache_update_index,
         )
-        if return_attention_scores:
-            positions["return_attention_scores"] = True
-        out, scores = self._compute_attention(q, k, v, attention_mask, training, **positions)
+        if return_attention_scores:  # passed only when asked: Keras' older overrides lack it
+            hook_kwargs["return_attention_scores"] = True
+        out, scores = self._compute_attention(q, k, v, attention_mask, training, **hook_kwargs)
         out = layout.from_core(out, query.shape, batch)  # (B, Tq, H, Dv)
         if gate is not None:
             out = out * gate
