@@ -197,6 +197,7 @@ class AdditiveAttention(Attention):
     def _calculate_scores(self, query, key):
         """``scaleᵀ tanh(W_q q + W_k k + b)`` (with `units`) or ``Σ_d scale_d ·
         tanh(q_d + k_d)``: (..., Tq, Dq), (..., Tv, Dk) -> (..., Tq, Tv)."""
+        query, key = ops.convert_to_tensor(query), ops.convert_to_tensor(key)
         if self.units is not None:
             query = ops.matmul(query, ops.cast(self.query_kernel, query.dtype))  # (..., Tq, n)
             key = ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (..., Tv, n)

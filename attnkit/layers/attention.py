@@ -262,6 +262,7 @@ class Attention(QueryValueMixin, keras.layers.Layer):
         and keys for long inputs, so an override must score (query, key) pairs
         independently (every score of Keras and attnkit does).
         """
+        query, key = ops.convert_to_tensor(query), ops.convert_to_tensor(key)
         if self.score_mode == "concat":
             # c · Σ_d tanh(s·(q + k)_d) = additive_score(s·q, s·k, v = c·1).
             if self.use_scale:
