@@ -257,6 +257,12 @@ def test_attention_hooks_are_keras_compatible():
     layer([q, v])
     scores = layer._calculate_scores(query=q, key=v)
     np.testing.assert_allclose(to_numpy(scores), q @ v.transpose(0, 2, 1), atol=1e-5)
+    scaled = attnkit.layers.Attention(use_scale=True)
+    scaled.build([q.shape, v.shape])
+    scaled.scale.assign(2.0)
+    np.testing.assert_allclose(  # NumPy inputs, as Keras' own test passes them
+        to_numpy(scaled._calculate_scores(q, v)), 2.0 * (q @ v.transpose(0, 2, 1)), atol=1e-5
+    )
     mask = layer._calculate_score_mask(scores, v_mask=None, use_causal_mask=True)
     np.testing.assert_array_equal(to_numpy(mask)[0], np.tril(np.ones((3, 4), bool)))
     out, weights = layer._apply_scores(scores, v, scores_mask=mask)
