@@ -302,18 +302,15 @@ class Attention(QueryValueMixin, keras.layers.Layer):
         from the key mask ``v_mask`` (B, Tv), the causal mask and the sliding
         window (top-left aligned), or None."""
         mask = None if v_mask is None else ops.cast(v_mask, "bool")[:, None, :]  # (B, 1, Tv)
-        if use_causal_mask or self.sliding_window is not None:
-            shape = ops.shape(scores)
-            q_pos = ops.arange(shape[-2], dtype="int32")[:, None]  # (Tq, 1)
-            k_pos = ops.arange(shape[-1], dtype="int32")[None, :]  # (1, Tv)
-            position = masks_lib.position_mask(
-                q_pos,
-                k_pos,
-                causal="top_left" if use_causal_mask else None,
-                window=self.sliding_window,
-            )
-            mask = combine_masks(mask, position[None])  # (B|1, Tq, Tv)
-        return mask
+        shape = ops.shape(scores)
+        position = masks_lib.aligned_mask(
+            shape[-2],
+            shape[-1],
+            causal=bool(use_causal_mask),
+            window=self.sliding_window,
+            alignment="top_left",
+        )  # (Tq, Tv) or None
+        return combine_masks(mask, None if position is None else position[None])  # (B|1, Tq, Tv)
 
     def _apply_scores(self, scores, value, scores_mask=None, training=False):
         """Keras' apply hook: masked softmax of ``scores`` (B, Tq, Tv), dropout,

@@ -655,10 +655,6 @@ class MultiHeadAttention(keras.layers.Layer):
 
 def _position_mask(query, key, causal, window):
     """(Tq, Tv) top-left causal/window mask of (B, Tq, ...) and (B, Tv, ...), or None."""
-    if not causal and window is None:
-        return None
-    q_pos = ops.arange(ops.shape(query)[1], dtype="int32")[:, None]  # (Tq, 1)
-    k_pos = ops.arange(ops.shape(key)[1], dtype="int32")[None, :]  # (1, Tv)
-    return masks_lib.position_mask(
-        q_pos, k_pos, causal="top_left" if causal else None, window=window
+    return masks_lib.aligned_mask(
+        ops.shape(query)[1], ops.shape(key)[1], causal=causal, window=window, alignment="top_left"
     )

@@ -97,14 +97,26 @@ def position_mask(q_pos, k_pos, *, causal: str | None, window: int | None):
     return mask
 
 
+def aligned_mask(query_length, key_length, *, causal=False, window=None, alignment="bottom_right"):
+    """The ``(Tq, Tv)`` causal/window mask of these lengths, or None if neither is set.
+
+    Lengths are ints or run-time scalars; ``alignment`` places the queries on the
+    key axis (module docstring). The one builder behind ``causal_mask``,
+    ``sliding_window_mask`` and the layers' top-left masks.
+    """
+    if not causal and window is None:
+        return None
+    offset = query_offset(query_length, key_length, alignment)
+    q_pos = ops.expand_dims(ops.arange(query_length, dtype="int32") + offset, -1)  # (Tq, 1)
+    k_pos = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)  # (1, Tv)
+    return position_mask(q_pos, k_pos, causal=alignment if causal else None, window=window)
+
+
 def causal_mask(query_length: int, key_length: int | None = None, *, alignment="bottom_right"):
     """Lower-triangular ``(Tq, Tv)`` mask; see the module docstring for alignment."""
     key_length = query_length if key_length is None else key_length
     alignment = normalize_causal(True if alignment is None else alignment)
-    offset = query_offset(query_length, key_length, alignment)
-    q_pos = ops.expand_dims(ops.arange(query_length, dtype="int32") + offset, -1)
-    k_pos = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)
-    return position_mask(q_pos, k_pos, causal=alignment, window=None)
+    return aligned_mask(query_length, key_length, causal=True, alignment=alignment)
 
 
 def sliding_window_mask(
@@ -121,11 +133,10 @@ def sliding_window_mask(
     """
     key_length = query_length if key_length is None else key_length
     window = validate_window(window)
-    alignment_name = normalize_causal(True if alignment is None else alignment)
-    offset = query_offset(query_length, key_length, alignment_name)
-    q_pos = ops.expand_dims(ops.arange(query_length, dtype="int32") + offset, -1)
-    k_pos = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)
-    return position_mask(q_pos, k_pos, causal=alignment_name if causal else None, window=window)
+    alignment = normalize_causal(True if alignment is None else alignment)
+    return aligned_mask(
+        query_length, key_length, causal=bool(causal), window=window, alignment=alignment
+    )
 
 
 def padding_mask(lengths_or_mask, max_length: int | None = None):
