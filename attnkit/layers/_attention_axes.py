@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from attnkit.ops.masks import combine_masks
-
 
 @dataclass(frozen=True)
 class AttentionLayout:
@@ -116,14 +114,3 @@ class AttentionLayout:
         tq = int(np.prod([query_shape[a] for a in self.attn]))
         tv = int(np.prod([key_shape[a] for a in self.attn]))
         return ops.reshape(attention_mask, (-1, heads, tq, tv))  # (B', H|1, Tq, Tv)
-
-
-def padding_mask(query_mask, key_masks):
-    """AND of a query mask (B', Tq) and key masks (B', Tv) as (B', 1, Tq, Tv)."""
-    result = []
-    if query_mask is not None:
-        result.append(ops.cast(query_mask, "bool")[:, None, :, None])  # (B', 1, Tq, 1)
-    for mask in key_masks:
-        if mask is not None:
-            result.append(ops.cast(mask, "bool")[:, None, None, :])  # (B', 1, 1, Tv)
-    return combine_masks(*result)

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from attnkit import _checks
-from attnkit.layers import _attention_axes
+from attnkit.layers import _base
 from attnkit.layers import _kv_cache as kv_cache
 from attnkit.layers._attention_axes import AttentionLayout
 from attnkit.ops import attention as core_attention
@@ -426,9 +426,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 None if m is None else kv_cache.place_mask(m, index, k.shape[1])
                 for m in (value_mask, key_mask)
             )
-        mask = _attention_axes.padding_mask(
+        mask = _base.padding_mask(
             layout.flat_padding(query_mask),
             [layout.flat_padding(value_mask), layout.flat_padding(key_mask)],
+            heads_axis=True,
         )  # (B', 1, Tq, Tv)
         if attention_mask is not None:
             attention_mask = layout.attention_mask(
