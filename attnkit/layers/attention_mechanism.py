@@ -24,7 +24,14 @@ import keras
 from keras import ops
 
 from attnkit.layers._query_value import QueryValueInputsMixin
-from attnkit.ops.scores import additive_score, dot_score, general_score, scaled_dot_score
+from attnkit.ops.scores import (
+    additive_score,
+    at_least_float32,
+    dot_score,
+    general_score,
+    l2_normalize,
+    scaled_dot_score,
+)
 
 
 def first_position(template):
@@ -138,6 +145,8 @@ class AttentionMechanism(QueryValueInputsMixin, keras.layers.Layer):
             )
 
     def _luong_energies(self, query, memory, score_mode):
+        # Float32 energies: in float16 a dot product of representable inputs overflows.
+        query, memory = at_least_float32(query, memory)
         query = query[:, None, :]  # (B, 1, Dq)
         if score_mode == "general":  # sᵀ W h_j; the weight is stored as Wᵀ (Dv, Dq)
             energies = general_score(query, memory, ops.transpose(self.memory_kernel))
@@ -189,7 +198,9 @@ class AttentionMechanism(QueryValueInputsMixin, keras.layers.Layer):
         keys = ops.matmul(memory, ops.cast(self.memory_kernel, memory.dtype))  # (B, Tv, U)
         if extra_keys is not None:
             keys = keys + ops.cast(extra_keys, keys.dtype)  # e.g. location features
-        v = ops.cast(self.attention_v, q.dtype)
+        v = self.attention_v
         if self.attention_g is not None:  # weight normalisation: g · v / |v|
-            v = ops.cast(self.attention_g, q.dtype) * v / ops.sqrt(ops.sum(ops.square(v)))
+            # ops.scores' one normalisation, in float32: v = 0 stays finite.
+            v = self.attention_g * l2_normalize(v)
+        v = ops.cast(v, q.dtype)
         return additive_score(q[:, None, :], keys, v)[:, 0]  # (B, Tv)

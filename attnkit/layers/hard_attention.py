@@ -9,7 +9,7 @@ from attnkit import _checks
 from attnkit.layers import _base
 from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import hard
-from attnkit.ops.scores import dot_score, general_score, scaled_dot_score
+from attnkit.ops.scores import at_least_float32, dot_score, general_score, scaled_dot_score
 
 METHODS = ("gumbel", "topk")
 SCORE_MODES = ("dot", "scaled_dot", "general")
@@ -154,6 +154,8 @@ class HardAttention(QueryValueMixin, keras.layers.Layer):
         return out
 
     def _scores(self, query, value):
+        # Float32 logits: in float16 a dot product of representable inputs overflows.
+        query, value = at_least_float32(query, value)
         if self.score_mode == "general":
             return general_score(query, value, self.kernel)  # (B, Tq, Tv)
         if self.score_mode == "scaled_dot":

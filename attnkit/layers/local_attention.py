@@ -9,7 +9,7 @@ from attnkit import _checks
 from attnkit.layers import _base
 from attnkit.layers._query_value import QueryValueMixin
 from attnkit.ops import local
-from attnkit.ops.scores import additive_score, dot_score, general_score
+from attnkit.ops.scores import additive_score, at_least_float32, dot_score, general_score
 from attnkit.ops.softmax import softmax_dtype
 
 MODES = ("local-m", "local-p")
@@ -174,6 +174,8 @@ class LocalAttention(QueryValueMixin, keras.layers.Layer):
         )
 
     def _scores(self, query, value):
+        # Float32 logits: in float16 a dot product of representable inputs overflows.
+        query, value = at_least_float32(query, value)
         dtype = query.dtype
         if self.score_mode == "concat":
             q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, Tq, Dq)

@@ -39,6 +39,20 @@ def general_score(query, key, kernel):
     return dot_score(ops.matmul(query, ops.cast(kernel, query.dtype)), key)
 
 
+def at_least_float32(*tensors):
+    """``tensors`` cast to at least float32 (float16/bfloat16 -> float32).
+
+    The operands of an explicit (Tq, Tv) score in a half-precision layer: a dot
+    product of entries representable in float16 (|x| <= 300, D = 8) already
+    exceeds float16's 65504, while the softmax that follows is exact in
+    float32. The layers that materialise their scores anyway (local, hard,
+    the RNN mechanisms' Luong energies) score in float32; the cast costs
+    O((Tq + Tv) D), the scores are float32 by then in any case.
+    """
+    cast = tuple(ops.cast(t, softmax_dtype(t.dtype)) for t in tensors)
+    return cast[0] if len(cast) == 1 else cast
+
+
 def l2_normalize(x, eps=1e-12):
     """``x / |x|`` over the last axis, in at least float32.
 
