@@ -148,6 +148,18 @@ def fused_attention(query, key, value, *, mask=None, bias=None, causal=False, sc
     (B, Tq, Hkv, G, Dv).
     """
     backend = name()
+    if backend in ("tensorflow", "jax") and keras.backend.standardize_dtype(query.dtype) in _HALF:
+        # keras' TensorFlow kernel multiplies in the input dtype, and half
+        # logits overflow (|x| <= 300, D = 8 reaches 720,000 > 65,504); JAX's
+        # asks for float32 accumulation, which XLA on CPU refuses for float16
+        # under jit ("precision F16_F16_F32 is not supported"). Both run in
+        # float32 and round the output once (cost in docs/BENCHMARKS.md).
+        # torch's SDPA accumulates half inputs in float32 itself.
+        dtype = query.dtype
+        query, key, value = (ops.cast(x, "float32") for x in (query, key, value))
+        bias = None if bias is None else ops.cast(bias, "float32")
+        out = fused_attention(query, key, value, mask=mask, bias=bias, causal=causal, scale=scale)
+        return ops.cast(out, dtype)
     batch, tq, kv_heads, groups, d = ops.shape(query)
     dv = value.shape[-1]
     if (
@@ -187,6 +199,9 @@ def fused_attention(query, key, value, *, mask=None, bias=None, causal=False, sc
         )
         out = out[..., :dv]  # (B, Tq, H, Dv)
     return ops.reshape(out, (batch, tq, kv_heads, groups, dv))
+
+
+_HALF = ("float16", "bfloat16")
 
 
 def _torch_sdpa(query, key, value, mask=None, is_causal=False, scale=1.0):

@@ -428,9 +428,9 @@ def uses_custom_gradient(problem):
 def attend(problem, block_size=None):
     """Returns the output (B, Tq, Hkv, G, Dv), computed block by block."""
     cfg = blocking(problem, block_size)
-    query = naive.prescaled_query(problem)
+    query = naive.prescaled_query(problem)  # in the softmax dtype
     dtype = softmax_dtype(query.dtype)
-    out_dtype = keras.backend.result_type(query.dtype, problem.value.dtype)
+    out_dtype = keras.backend.result_type(problem.query.dtype, problem.value.dtype)
     value = ops.cast(problem.value, dtype)
     if uses_custom_gradient(problem):
         out = flash_attention(
