@@ -4,9 +4,10 @@ Kept as Python strings (not package data files) so that the views work from
 any install, and so that every page carries all it needs inline: no network,
 no CDN. The script reads ``window.ATTNKIT_DATA`` (built by
 ``attnkit.viz.views``) and draws on canvases only. It exposes
-``window.attnkit`` for tests and tools: ``ready``, ``loadMs`` (script start to first
-picture), ``drawMs`` (the last redraw), ``lines`` (segments of the last head-view draw) and
-``hover`` (the hovered token or cell).
+``window.attnkit`` for tests and tools: ``ready``, ``loadMs`` (script start
+to first picture), ``drawMs`` (the last head-view redraw), ``lines``
+(segments of the last head-view draw), ``hover`` (the hovered token or cell),
+``open`` (the enlarged model-view map) and ``geom`` (where the canvas draws).
 """
 
 PAGE = """<!doctype html>
@@ -155,6 +156,7 @@ function headView() {
     const w = Math.ceil(2 * lw + gap), h = Math.ceil(2 * pad + rows * rh);
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     geom = { rh: rh, font: font, labels: labels, x0: lw, x1: lw + gap, pad: pad, w: w, h: h };
+    api.geom = geom;
   }
   function y(i) { return geom.pad + (i + 0.5) * geom.rh; }
   function draw() {
@@ -361,6 +363,7 @@ function matrixView() {
     const src = imageOf(e.rows, e.cols, function (i, j) { return e.W[i * e.cols + j] / top1; });
     g = { cell: cell, labels: labels, font: font, left: left, top: top, w: w, h: h, src: src,
       pooled: pooled };
+    api.geom = { cell: cell, left: left, top: top, rows: e.rows, cols: e.cols };
     draw();
   }
   function draw() {

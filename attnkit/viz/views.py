@@ -211,8 +211,13 @@ def _layers(maps, example, layers) -> list[_Layer]:
 
 
 def _head(layer, h) -> np.ndarray:
-    """Head ``h`` of ``layer`` as float64 ``(Tq, Tv)``, checked finite and >= 0."""
-    w = np.asarray(layer.heads[h], dtype="float64")
+    """Head ``h`` of ``layer`` as float ``(Tq, Tv)``, checked finite and >= 0.
+
+    float64 stays float64; anything else becomes float32 (exact for float16,
+    bfloat16 and float32 weights, and half the memory of float64).
+    """
+    w = np.asarray(layer.heads[h])
+    w = w.astype("float64" if w.dtype == np.float64 else "float32", copy=False)
     if not np.all(np.isfinite(w)):
         raise ValueError(
             f"`maps` must be finite; layer {layer.name!r} head {h} holds NaN or inf. "
@@ -265,6 +270,9 @@ def _token_labels(layer, tokens, query_tokens, key_tokens):
 def pool_max(w: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """``w`` (Tq, Tv) max-pooled to (rows, cols) blocks (block edges at ``floor(i*T/n)``)."""
     tq, tv = w.shape
+    if tq % rows == 0 and tv % cols == 0:  # equal blocks: one reshape, one reduction
+        w = w.reshape(rows, tq // rows, tv).max(axis=1)  # (rows, Tv)
+        return w.reshape(rows, cols, tv // cols).max(axis=2)  # (rows, cols)
     r = (np.arange(rows) * tq) // rows  # block starts, strictly increasing as rows <= Tq
     c = (np.arange(cols) * tv) // cols
     return np.maximum.reduceat(np.maximum.reduceat(w, r, axis=0), c, axis=1)
@@ -427,17 +435,17 @@ def head_lines(view, layer=None, heads=None, hover=None):
     heads = spec["selected"] if heads is None else heads
     idx = np.frombuffer(base64.b64decode(spec["idx"]), "<u2").reshape(spec["h"], spec["tq"], -1)
     val = np.frombuffer(base64.b64decode(spec["val"]), "u1").reshape(idx.shape)
-    out = []
-    for h in heads:
-        qs, slots = np.nonzero(val[h])
-        for i, s in zip(qs.tolist(), slots.tolist(), strict=True):
-            j = int(idx[h, i, s])
-            if hover is not None and (
-                (hover[0] == "q" and i != hover[1]) or (hover[0] == "k" and j != hover[1])
-            ):
-                continue
-            out.append((h, i, j, val[h, i, s] / 255.0))
-    return out
+    keep = np.zeros(val.shape, bool)  # (H, Tq, k)
+    keep[list(heads)] = True
+    keep &= val > 0
+    if hover is not None and hover[0] == "q":
+        keep[:, np.arange(spec["tq"]) != hover[1]] = False
+    elif hover is not None:
+        keep &= idx == hover[1]
+    h, i, s = np.nonzero(keep)
+    j = idx[h, i, s]
+    a = val[h, i, s] / 255.0
+    return list(zip(h.tolist(), i.tolist(), j.tolist(), a.tolist(), strict=True))
 
 
 def head_view(
