@@ -1,0 +1,288 @@
+"""The mods of ``attnkit.ops.mods`` against their float64 references.
+
+First each mod alone on full index grids (the indices the core passes: batch
+(B, 1, 1, 1), head (1, H, 1, 1), bottom-right q_idx (1, 1, Tq, 1), kv_idx
+(1, 1, 1, Tv), with Tq < Tv so the alignment matters), then through
+``attnkit.ops.attention``: ALiBi + T5 bias + soft cap + document mask +
+sliding window in one call on the naive and chunked paths, forward and
+gradients (q, k, v and the T5 table), and a decoding step at the end of a
+cache.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from attnkit.ops import mods
+from attnkit.testing import mods_reference as ref
+
+B, H, TQ, TV = 2, 4, 5, 7
+ATOL = 1e-5  # float32 scores of order 1 (and biases up to ~10) against float64
+
+
+def _grid(batch=B, heads=H, tq=TQ, tv=TV):
+    """The core's four index tensors for a whole (B, H, Tq, Tv) matrix."""
+    b = np.arange(batch, dtype="int32").reshape(-1, 1, 1, 1)
+    h = np.arange(heads, dtype="int32").reshape(1, -1, 1, 1)
+    q = (np.arange(tq, dtype="int32") + tv - tq).reshape(1, 1, -1, 1)
+    kv = np.arange(tv, dtype="int32").reshape(1, 1, 1, -1)
+    return tuple(keras.ops.convert_to_tensor(x) for x in (b, h, q, kv))
+
+
+def _scores(rng, batch=B, heads=H, tq=TQ, tv=TV):
+    return rng.normal(size=(batch, heads, tq, tv)).astype("float32")
+
+
+def _mask(mod, **grid):
+    out = mod(*_grid(**grid))
+    assert keras.backend.standardize_dtype(out.dtype) == "bool"
+    assert len(out.shape) == 4
+    return to_numpy(out)
+
+
+# ALiBi ------------------------------------------------------------------------
+
+
+def test_alibi_slopes_of_the_paper():
+    # Powers of two: 2^(-8h/H); 6 heads: those of 4, then 2^-1 and 2^-3 from 8.
+    assert mods.alibi_slopes(8) == [2.0**-k for k in range(1, 9)]
+    assert mods.alibi_slopes(6) == [2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3]
+    for heads in range(1, 34):
+        np.testing.assert_allclose(
+            mods.alibi_slopes(heads), ref.reference_alibi_slopes(heads), rtol=1e-15
+        )
+
+
+@pytest.mark.parametrize("heads", [4, 3])
+def test_alibi_equals_reference(heads, rng):
+    s = _scores(rng, heads=heads)
+    out = to_numpy(mods.alibi(heads)(keras.ops.convert_to_tensor(s), *_grid(heads=heads)))
+    expected = s + ref.reference_alibi_bias(heads, TQ, TV)[None]
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+
+
+# T5 ---------------------------------------------------------------------------
+
+T5_CONFIGS = [(32, 128, True), (32, 128, False), (64, 256, True), (16, 32, False), (8, 20, True)]
+
+
+@pytest.mark.parametrize("num_buckets, max_distance, bidirectional", T5_CONFIGS)
+def test_t5_bucket_equals_reference(num_buckets, max_distance, bidirectional):
+    rel = np.arange(-400, 401, dtype="int32")
+    out = to_numpy(mods.t5_bucket(rel, num_buckets, max_distance, bidirectional))
+    expected = ref.reference_t5_bucket(rel, num_buckets, max_distance, bidirectional)
+    np.testing.assert_array_equal(out, expected)
+    assert out.min() == 0 and out.max() == num_buckets - 1
+
+
+def test_t5_bucket_hand_values_of_the_t5_formula():
+    # 32 buckets, 128: 16 per side, 8 exact; log(d/8)/log(16)*8 beyond
+    # (d=12: 1.17 -> 9, d=16: 2 -> 10, d=127: 7.98 -> 15). Keys after the
+    # query (j - i > 0) take buckets 16..31.
+    rel = np.array([-200, -128, -127, -16, -12, -8, -7, -1, 0, 1, 7, 12, 200])
+    out = to_numpy(mods.t5_bucket(rel))
+    assert out.tolist() == [15, 15, 15, 10, 9, 8, 7, 1, 0, 17, 23, 25, 31]
+    # Causal: 16 exact, log(d/16)/log(8)*16 beyond; future keys share bucket 0.
+    out = to_numpy(mods.t5_bucket(np.array([5, 0, -5, -20, -127, -128]), bidirectional=False))
+    assert out.tolist() == [0, 0, 5, 17, 31, 31]
+    # 18 buckets, 128: distance 8 gives log(2)/log(32)*5 = 1 exactly, bucket 5.
+    # float32 (Mesh TF, HF, keras-hub) gets 5; float64 rounds to 0.99999 -> 4.
+    assert to_numpy(mods.t5_bucket(np.array([-8, 8]), 18, 128)).tolist() == [5, 14]
+    assert ref.reference_t5_bucket(np.array([-8]), 18, 128).tolist() == [4]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_t5_relative_bias_equals_reference(bidirectional, rng):
+    s = _scores(rng, tq=6, tv=40)
+    table = rng.normal(size=(8, H)).astype("float32")
+    mod = mods.t5_relative_bias(8, 20, bidirectional)
+    t = keras.ops.convert_to_tensor
+    out = to_numpy(mod(t(s), *_grid(tq=6, tv=40), t(table)))
+    expected = s + ref.reference_t5_bias(table, 6, 40, 8, 20, bidirectional)[None]
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+
+
+# Soft cap and composition -----------------------------------------------------
+
+
+def test_soft_cap_equals_reference(rng):
+    s = 30 * _scores(rng)
+    out = to_numpy(mods.soft_cap(20.0)(keras.ops.convert_to_tensor(s), *_grid()))
+    np.testing.assert_allclose(out, ref.reference_soft_cap(s, 20.0), atol=1e-4)
+    assert np.abs(out).max() < 20.0
+
+
+def test_compose_scores_applies_left_to_right_and_routes_params(rng):
+    s = 4 * _scores(rng, tq=6, tv=40)
+    table = rng.normal(size=(8, H)).astype("float32")
+    mod = mods.compose_scores(mods.alibi(H), mods.t5_relative_bias(8, 20), mods.soft_cap(3.0))
+    assert mod.num_params == 1
+    t = keras.ops.convert_to_tensor
+    out = to_numpy(mod(t(s), *_grid(tq=6, tv=40), t(table)))
+    biased = s + ref.reference_alibi_bias(H, 6, 40) + ref.reference_t5_bias(table, 6, 40, 8, 20)
+    np.testing.assert_allclose(out, ref.reference_soft_cap(biased, 3.0), atol=ATOL)
+    # The cap first, then ALiBi: a different function.
+    other = to_numpy(
+        mods.compose_scores(mods.soft_cap(3.0), mods.alibi(H))(t(s), *_grid(tq=6, tv=40))
+    )
+    expected = ref.reference_soft_cap(s, 3.0) + ref.reference_alibi_bias(H, 6, 40)
+    np.testing.assert_allclose(other, expected, atol=ATOL)
+
+
+def test_compose_scores_counts_a_plain_functions_params(rng):
+    def scaled(score, b, h, q, kv, factor):
+        return score * factor
+
+    s = _scores(rng)
+    t = keras.ops.convert_to_tensor
+    mod = mods.compose_scores(scaled, mods.alibi(H))
+    out = to_numpy(mod(t(s), *_grid(), t(np.float32(2.0))))
+    np.testing.assert_allclose(out, 2 * s + ref.reference_alibi_bias(H, TQ, TV), atol=ATOL)
+
+
+# Mask mods --------------------------------------------------------------------
+
+
+def test_position_masks_equal_references():
+    np.testing.assert_array_equal(
+        _mask(mods.causal_mask())[0, 0], ref.reference_causal_mask(TQ, TV)[0]
+    )
+    for window in (1, 3):
+        np.testing.assert_array_equal(
+            _mask(mods.sliding_window(window))[0, 0],
+            ref.reference_sliding_window(TQ, TV, window)[0],
+        )
+    for window, dilation in ((1, 3), (2, 2), (3, 2), (2, 1)):
+        got = _mask(mods.dilated_sliding_window(window, dilation), tq=9, tv=12)[0, 0]
+        np.testing.assert_array_equal(
+            got, ref.reference_dilated_sliding_window(9, 12, window, dilation)[0]
+        )
+    for window, sinks in ((2, 0), (2, 2), (1, 4)):
+        got = _mask(mods.sliding_window_with_sinks(window, sinks), tq=9, tv=12)[0, 0]
+        np.testing.assert_array_equal(
+            got, ref.reference_sliding_window_with_sinks(9, 12, window, sinks)[0]
+        )
+
+
+def test_dilated_window_of_one_is_the_sliding_window():
+    a = _mask(mods.dilated_sliding_window(3, 1), tq=9, tv=12)
+    b = _mask(mods.sliding_window(3), tq=9, tv=12)
+    np.testing.assert_array_equal(a, b)
+
+
+SEGMENTS = np.array([[0, 0, 0, 1, 1, 2, 2], [5, 5, 5, 5, 5, 7, 7]], dtype="int32")  # (B, Tv)
+
+
+def test_document_mask_equals_reference():
+    got = _mask(mods.document_mask(SEGMENTS))  # queries at key positions 2..6
+    expected = ref.reference_document_mask(SEGMENTS)[:, TV - TQ :]
+    np.testing.assert_array_equal(got[:, 0], expected)
+    # Queries of their own: query i reads query_segment_ids[:, i].
+    q_ids = np.array([[2, 0, 1, 1, 9], [7, 7, 5, 5, 5]], dtype="int64")
+    got = _mask(mods.document_mask(SEGMENTS, q_ids))
+    np.testing.assert_array_equal(got[:, 0], ref.reference_document_mask(SEGMENTS, q_ids))
+
+
+def test_prefix_lm_equals_reference():
+    for prefix in (0, 3, np.array([6, 1], dtype="int32")):
+        got = _mask(mods.prefix_lm(prefix))
+        expected = ref.reference_prefix_lm(prefix, B, TQ, TV)
+        np.testing.assert_array_equal(np.broadcast_to(got[:, 0], expected.shape), expected)
+
+
+def test_and_or_masks():
+    causal, window = ref.reference_causal_mask(TQ, TV), ref.reference_sliding_window(TQ, TV, 2)
+    doc = ref.reference_document_mask(SEGMENTS)[:, TV - TQ :]
+    got = _mask(
+        mods.and_masks(mods.causal_mask(), mods.sliding_window(2), mods.document_mask(SEGMENTS))
+    )
+    np.testing.assert_array_equal(got[:, 0], causal & window & doc)
+    got = _mask(mods.or_masks(mods.sliding_window(2), mods.document_mask(SEGMENTS)))
+    np.testing.assert_array_equal(got[:, 0], window | doc)
+    got = _mask(mods.and_masks(mods.causal_mask()))
+    np.testing.assert_array_equal(got[0, 0], causal[0])
+
+
+# Bad input --------------------------------------------------------------------
+
+BAD = [
+    (lambda: mods.alibi(0), r"`num_heads` must be a positive integer\. Received: num_heads=0"),
+    (lambda: mods.alibi_slopes(2.0), r"Received: num_heads=2\.0"),
+    (lambda: mods.soft_cap(0), r"`cap` must be a positive finite number\. Received: cap=0"),
+    (lambda: mods.soft_cap(float("inf")), r"Received: cap=inf"),
+    (lambda: mods.sliding_window(0), r"`window` must be a positive integer\. Received: window=0"),
+    (lambda: mods.dilated_sliding_window(2, 0), r"`dilation` must be .* Received: dilation=0"),
+    (lambda: mods.sliding_window_with_sinks(-1), r"Received: window=-1"),
+    (lambda: mods.sliding_window_with_sinks(4, -2), r"`num_sinks` must be .* num_sinks=-2"),
+    (
+        lambda: mods.document_mask(SEGMENTS[0]),
+        r"`segment_ids` must be an integer tensor of shape \(B, T\)\. .*shape=\(7,\)",
+    ),
+    (
+        lambda: mods.document_mask(SEGMENTS.astype("float32")),
+        r"`segment_ids` must be .* Received: segment_ids.dtype=float32",
+    ),
+    (lambda: mods.document_mask("abc"), r"`segment_ids` must be .* Received: segment_ids"),
+    (
+        lambda: mods.document_mask(SEGMENTS, SEGMENTS[:1]),
+        r"`query_segment_ids` must have the batch size .* 2\. Received: .*shape=\(1, 7\)",
+    ),
+    (
+        lambda: mods.prefix_lm(-1),
+        r"`prefix_lengths` must be a non-negative integer\. Received: prefix_lengths=-1",
+    ),
+    (
+        lambda: mods.prefix_lm(np.ones((2, 3), "int32")),
+        r"`prefix_lengths` must be .* Received: prefix_lengths.shape=\(2, 3\)",
+    ),
+    (lambda: mods.prefix_lm(np.array([1.5], "float32")), r"Received: prefix_lengths.dtype=float32"),
+    (
+        lambda: mods.t5_relative_bias(3),
+        r"`num_buckets` must be at least 4 .* Received: num_buckets=3",
+    ),
+    (
+        lambda: mods.t5_relative_bias(32, 8),
+        r"`max_distance` must exceed the 8 .* Received: max_distance=8",
+    ),
+    (
+        lambda: mods.t5_bucket(np.array([1]), bidirectional=1),
+        r"`bidirectional` must be a bool\. Received: bidirectional=1",
+    ),
+    (
+        lambda: mods.t5_bucket(np.array([1.0], "float32")),
+        r"`relative_position` must be an integer tensor\. Received: .*dtype=float32",
+    ),
+    (lambda: mods.and_masks(), r"`mods` must be at least one mod\. Received: mods=\(\)"),
+    (
+        lambda: mods.or_masks(mods.causal_mask(), 3),
+        r"`mods` must be callables\. Received: mods holds 3",
+    ),
+    (lambda: mods.compose_scores(lambda *a: a[0]), r"`mods` must declare how many params"),
+]
+
+
+@pytest.mark.parametrize("make, match", BAD)
+def test_bad_arguments_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_shapes_at_call_time_are_named(rng):
+    t = keras.ops.convert_to_tensor
+    s = t(_scores(rng))
+    with pytest.raises(
+        ValueError,
+        match=r"`table` must have shape \(num_buckets, H\) = \(32, 4\)\. .*shape=\(32, 3\)",
+    ):
+        mods.t5_relative_bias()(s, *_grid(), t(np.zeros((32, 3), "float32")))
+    with pytest.raises(
+        ValueError,
+        match=r"`num_heads` must equal the number of query heads .* 4\. Received: num_heads=8",
+    ):
+        mods.alibi(8)(s, *_grid())
+    mod = mods.compose_scores(mods.t5_relative_bias())
+    with pytest.raises(
+        ValueError, match=r"`score_mod_params` must hold the 1 params .* Received: 0 params"
+    ):
+        mod(s, *_grid())
