@@ -10,6 +10,7 @@ from attnkit.testing.contract import call_layer
 from attnkit.testing.registry import EXAMPLES, build_model, find_layer, public_layers
 
 B, TQ, TV, D = 3, 4, 6, 8
+B_RNN, TY_RNN, TX_RNN = 2, 4, 7  # the registry's AttentionRNNCell example
 
 
 def _data(seed=0):
@@ -164,6 +165,13 @@ def test_every_registry_layer(name):
     model, data = build_model(name, cls)
     layer = find_layer(model, cls)
     x = data if len(data) > 1 else data[0]
+    if example.call_style == "rnn_cell":
+        # The RNN over the cell gives its alignment history (tested in detail below).
+        maps = attnkit.attention_maps(model, x)
+        ((key, weights),) = maps.items()
+        assert weights.shape == (B_RNN, TY_RNN, TX_RNN)
+        np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+        return
     if example.scores_kwarg is None:
         assert not is_attention_layer(layer)
         with pytest.raises(ValueError, match=r"at least one attention layer"):
@@ -261,3 +269,178 @@ def test_error_unbuilt_sequential():
 def test_error_batch_size(batch_size):
     with pytest.raises(ValueError, match=rf"Received: batch_size={batch_size!r}"):
         attnkit.attention_maps(_three_attention_model(), _data(), batch_size=batch_size)
+
+
+# -- issue 19: a tensor keyword with a Python keyword; chunked and fused layers ------
+
+
+def _mha_class(source):
+    return keras.layers.MultiHeadAttention if source == "keras" else MultiHeadAttention
+
+
+@pytest.mark.parametrize("source", ["keras", "attnkit"])
+def test_tensor_and_python_keywords_together(source):
+    """A causal decoder with padding: `attention_mask=m, use_causal_mask=True` in one call."""
+    x_in = keras.Input((TV, D), name="x")
+    m_in = keras.Input((TV, TV), dtype="bool", name="m")
+    mha = _mha_class(source)(2, 4, name="mha")
+    y = mha(x_in, x_in, attention_mask=m_in, use_causal_mask=True)
+    model = keras.Model([x_in, m_in], keras.layers.Dense(1)(y))
+    x = _data(3)[1]
+    m = np.ones((B, TV, TV), bool)
+    m[0, :, 4:] = False  # padding at the end of example 0
+    maps = attnkit.attention_maps(model, [x, m])
+    _, expected = mha(x, x, attention_mask=m, use_causal_mask=True, return_attention_scores=True)
+    np.testing.assert_allclose(maps["mha"], to_numpy(expected), rtol=1e-5, atol=1e-6)
+    w = maps["mha"]
+    assert np.all(np.triu(np.ones((TV, TV)), 1)[None, None] * w == 0.0)  # causal
+    assert np.all(w[0, ..., 4:] == 0.0)  # padding
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "fused"])
+def test_chunked_and_fused_layers_give_their_weights(implementation):
+    x_in = keras.Input((TV, D))
+    mha = MultiHeadAttention(2, 4, implementation=implementation, name="mha")
+    model = keras.Model(x_in, mha(x_in, x_in, use_causal_mask=True))
+    naive = MultiHeadAttention(2, 4, implementation="naive")
+    x = _data(4)[1]
+    naive(x, x)
+    naive.set_weights(mha.get_weights())
+    maps = attnkit.attention_maps(model, x)
+    _, expected = naive(x, x, use_causal_mask=True, return_attention_scores=True)
+    np.testing.assert_allclose(maps["mha"], to_numpy(expected), rtol=1e-5, atol=1e-6)
+    assert mha.implementation == implementation  # restored after extraction
+    # The model itself still runs its own implementation (and still refuses the flag).
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), to_numpy(naive(x, x, use_causal_mask=True)), atol=1e-5
+    )
+    with pytest.raises(ValueError, match=implementation):
+        mha(x, x, return_attention_scores=True)
+
+
+def test_keras_flash_attention_layer_gives_its_weights():
+    x_in = keras.Input((TV, D))
+    mha = keras.layers.MultiHeadAttention(2, 4, name="mha", flash_attention=False)
+    model = keras.Model(x_in, mha(x_in, x_in))
+    x = _data(5)[1]
+    _, expected = mha(x, x, return_attention_scores=True)
+    mha._flash_attention = True  # as keras.config.enable_flash_attention() would set it
+    maps = attnkit.attention_maps(model, x)
+    np.testing.assert_allclose(maps["mha"], to_numpy(expected), rtol=1e-5, atol=1e-6)
+    assert mha._flash_attention is True
+
+
+# -- attention layers inside custom layers ------------------------------------------
+
+
+class _Block(keras.layers.Layer):
+    """A transformer-style block: its attention layers are attributes (Keras tracks them)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.self_attention = MultiHeadAttention(2, 4, name="self_attention")
+        self.cross_attention = keras.layers.MultiHeadAttention(1, 4, name="cross_attention")
+        self.norm = keras.layers.LayerNormalization()
+
+    def call(self, x, memory, memory_mask=None):
+        x = self.norm(x + self.self_attention(x, x, use_causal_mask=True))
+        return x + self.cross_attention(x, memory, attention_mask=memory_mask)
+
+
+class _Exposing(keras.layers.Layer):
+    """Chooses what it exposes with `attention_layers()`: only the second of two."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Attention(name="hidden")
+        self.shown = keras.layers.Attention(name="shown")
+
+    def attention_layers(self):
+        return [self.shown]
+
+    def call(self, x):
+        y = self.hidden([x, x])
+        return self.shown([y, x]) + self.shown([x, y])
+
+
+def test_attention_layers_inside_a_custom_layer():
+    x_in, mem_in = keras.Input((TQ, D)), keras.Input((TV, D))
+    mask_in = keras.Input((TQ, TV), dtype="bool")
+    block = _Block(name="block")
+    model = keras.Model([x_in, mem_in, mask_in], block(x_in, mem_in, memory_mask=mask_in))
+    q, v = _data(6)
+    m = np.ones((B, TQ, TV), bool)
+    m[1, :, 3:] = False
+    maps = attnkit.attention_maps(model, [q, v, m])
+    assert list(maps) == ["block/self_attention", "block/cross_attention"]
+    _, want_self = block.self_attention(q, q, use_causal_mask=True, return_attention_scores=True)
+    x = block.norm(keras.ops.add(q, block.self_attention(q, q, use_causal_mask=True)))
+    _, want_cross = block.cross_attention(x, v, attention_mask=m, return_attention_scores=True)
+    np.testing.assert_allclose(maps["block/self_attention"], to_numpy(want_self), atol=1e-6)
+    np.testing.assert_allclose(maps["block/cross_attention"], to_numpy(want_cross), atol=1e-5)
+    assert np.all(maps["block/cross_attention"][1, ..., 3:] == 0.0)
+    assert "call" not in vars(block.self_attention)  # the recording hook is gone
+    np.testing.assert_allclose(
+        model.predict([q, v, m], verbose=0), to_numpy(block(q, v, memory_mask=m)), atol=1e-5
+    )
+
+
+def test_attention_layers_method_chooses_what_is_found():
+    x_in = keras.Input((TQ, D))
+    layer = _Exposing(name="exposing")
+    model = keras.Model(x_in, layer(x_in))
+    q = _data(7)[0]
+    maps = attnkit.attention_maps(model, q)
+    assert list(maps) == ["exposing/shown", "exposing/shown:1"]  # called twice; hidden hidden
+    y = layer.hidden([q, q])
+    np.testing.assert_allclose(
+        maps["exposing/shown"], to_numpy(layer.shown([y, q], return_attention_scores=True)[1])
+    )
+    np.testing.assert_allclose(
+        maps["exposing/shown:1"], to_numpy(layer.shown([q, y], return_attention_scores=True)[1])
+    )
+
+
+def test_error_attention_layers_returns_a_non_attention_layer():
+    class Bad(keras.layers.Layer):
+        def attention_layers(self):
+            return [keras.layers.Dense(2)]
+
+        def call(self, x):
+            return x
+
+    x_in = keras.Input((TQ, D))
+    model = keras.Model(x_in, Bad(name="bad")(x_in))
+    with pytest.raises(ValueError, match=r"attention_layers\(\).*Received: <Dense.*layer='bad'"):
+        attnkit.attention_maps(model, _data()[0])
+
+
+# -- keras.layers.RNN(AttentionRNNCell(...)) ----------------------------------------
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_rnn_over_an_attention_cell_gives_every_step_alignment(history):
+    from attnkit.layers import AttentionRNNCell, BahdanauAttention
+
+    targets_in = keras.Input((TY_RNN, 3))
+    memory_in = keras.Input((TX_RNN, D))
+    cell = AttentionRNNCell(
+        keras.layers.LSTMCell(6), BahdanauAttention(5), alignment_history=history
+    )
+    state = cell.get_initial_state(memory=memory_in)
+    rnn = keras.layers.RNN(cell, return_sequences=True, name="decoder")
+    model = keras.Model([targets_in, memory_in], rnn(targets_in, initial_state=state))
+    rng = np.random.default_rng(8)
+    targets = rng.normal(size=(B_RNN, TY_RNN, 3)).astype("float32")
+    memory = rng.normal(size=(B_RNN, TX_RNN, D)).astype("float32")
+    maps = attnkit.attention_maps(model, [targets, memory])
+    assert list(maps) == ["decoder"]
+    # Step the cell by hand: the alignment after each step.
+    states, want = cell.get_initial_state(memory=memory), []
+    for t in range(TY_RNN):
+        _, states = cell(targets[:, t], states)
+        want.append(to_numpy(cell.state_alignment(states)))
+    np.testing.assert_allclose(maps["decoder"], np.stack(want, 1), rtol=1e-5, atol=1e-6)
+    if history:  # the cell's own alignment history says the same
+        _, alignments = cell.split_output(model.predict([targets, memory], verbose=0))
+        np.testing.assert_allclose(maps["decoder"], alignments, rtol=1e-5, atol=1e-6)
