@@ -13,6 +13,8 @@ from attnkit.layers import AttentionPooling as AttentionPooling  # noqa: E402
 from attnkit.layers import AttentionRNNCell as AttentionRNNCell  # noqa: E402
 from attnkit.layers import BahdanauAttention as BahdanauAttention  # noqa: E402
 from attnkit.layers import ForwardAttention as ForwardAttention  # noqa: E402
+from attnkit.layers import GroupedQueryAttention as GroupedQueryAttention  # noqa: E402
+from attnkit.layers import GroupQueryAttention as GroupQueryAttention  # noqa: E402
 from attnkit.layers import HardAttention as HardAttention  # noqa: E402
 from attnkit.layers import LocalAttention as LocalAttention  # noqa: E402
 from attnkit.layers import LocationSensitiveAttention as LocationSensitiveAttention  # noqa: E402

@@ -6,6 +6,12 @@ from attnkit.layers.attention_pooling import AttentionPooling as AttentionPoolin
 from attnkit.layers.attention_rnn_cell import AttentionRNNCell as AttentionRNNCell
 from attnkit.layers.bahdanau_attention import BahdanauAttention as BahdanauAttention
 from attnkit.layers.forward_attention import ForwardAttention as ForwardAttention
+from attnkit.layers.grouped_query_attention import (
+    GroupedQueryAttention as GroupedQueryAttention,
+)
+from attnkit.layers.grouped_query_attention import (
+    GroupQueryAttention as GroupQueryAttention,
+)
 from attnkit.layers.hard_attention import HardAttention as HardAttention
 from attnkit.layers.local_attention import LocalAttention as LocalAttention
 from attnkit.layers.location_sensitive_attention import (

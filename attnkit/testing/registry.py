@@ -99,6 +99,15 @@ EXAMPLES: dict[str, LayerExample] = {
         {"units": 6}, _QV, "list", (2, 5, 8), 4, scores_shape=(2, 5, 7)
     ),
     # Kernel and bias of the query, key, value and output projections.
+    # MultiHeadAttention's eight weights under Keras' GroupQueryAttention names.
+    "GroupedQueryAttention": LayerExample(
+        {"head_dim": 4, "num_query_heads": 4, "num_key_value_heads": 2},
+        _QV,
+        "qv",
+        (2, 5, 8),
+        8,
+        scores_shape=(2, 4, 5, 7),
+    ),
     "MultiHeadAttention": LayerExample(
         {"num_heads": 4, "key_dim": 4, "num_key_value_heads": 2},
         _QV,
@@ -166,13 +175,18 @@ EXAMPLES: dict[str, LayerExample] = {
 
 
 def public_layers() -> dict:
-    """``{name: class}`` of every public layer in ``attnkit.layers``."""
+    """``{name: class}`` of every public layer in ``attnkit.layers``, under its class
+    name (an alias such as ``GroupQueryAttention``, Keras' spelling of
+    ``GroupedQueryAttention``, is the same class and has no entry of its own)."""
     import attnkit.layers
 
     return {
         name: obj
         for name, obj in vars(attnkit.layers).items()
-        if inspect.isclass(obj) and issubclass(obj, keras.layers.Layer) and not name.startswith("_")
+        if inspect.isclass(obj)
+        and issubclass(obj, keras.layers.Layer)
+        and not name.startswith("_")
+        and name == obj.__name__
     }
 
 
