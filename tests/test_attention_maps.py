@@ -444,3 +444,42 @@ def test_rnn_over_an_attention_cell_gives_every_step_alignment(history):
     if history:  # the cell's own alignment history says the same
         _, alignments = cell.split_output(model.predict([targets, memory], verbose=0))
         np.testing.assert_allclose(maps["decoder"], alignments, rtol=1e-5, atol=1e-6)
+
+
+# -- keras-hub ------------------------------------------------------------------------
+
+
+def test_keras_hub_encoder_decoder_and_cached_attention():
+    """A small randomly initialised model of keras-hub's layers (no download)."""
+    keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed")
+    tokens_in = keras.Input((TV,), dtype="int32")
+    target_in = keras.Input((TQ, D))
+    emb = keras.layers.Embedding(10, D, mask_zero=True)
+    x = emb(tokens_in)
+    encoder = keras_hub.layers.TransformerEncoder(16, 2, name="encoder")
+    decoder = keras_hub.layers.TransformerDecoder(16, 2, name="decoder")
+    cached = keras_hub.layers.CachedMultiHeadAttention(2, 4, name="cached")
+    memory = encoder(x)
+    y = decoder(target_in, memory, use_causal_mask=True)
+    z = cached(y, memory)
+    model = keras.Model([tokens_in, target_in], z)
+    ids = np.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 8, 0, 0, 0, 0]], "int32")
+    target = _data(9)[0]
+    maps = attnkit.attention_maps(model, [ids, target])
+    assert list(maps) == [
+        "encoder",
+        "decoder/self_attention",
+        "decoder/cross_attention",
+        "cached",
+    ], list(maps)
+    shapes = {"encoder": (B, 2, TV, TV), "cached": (B, 2, TQ, TV)}
+    shapes.update({"decoder/self_attention": (B, 2, TQ, TQ)})
+    shapes.update({"decoder/cross_attention": (B, 2, TQ, TV)})
+    assert {k: v.shape for k, v in maps.items()} == shapes
+    # The encoder's own return_attention_scores, on the same padded tokens.
+    _, want = encoder(emb(ids), padding_mask=ids != 0, return_attention_scores=True)
+    np.testing.assert_allclose(maps["encoder"], to_numpy(want), rtol=1e-5, atol=1e-6)
+    assert np.all(maps["encoder"][0, ..., 3:] == 0.0)
+    assert np.all(np.triu(np.ones((TQ, TQ)), 1) * maps["decoder/self_attention"] == 0.0)
+    for name in ("decoder/cross_attention", "cached"):
+        np.testing.assert_allclose(maps[name].sum(-1), 1.0, rtol=1e-5)
