@@ -40,25 +40,33 @@ test-slow: $(VENV)/.test-installed
 		KERAS_BACKEND=$$b $(PY) -m pytest -q -m slow $(PYTEST_ARGS); \
 	done
 
-# Property-based fuzzing: >= 10 000 hypothesis examples across the three backends.
+# Property-based fuzzing: >= 10 000 hypothesis examples of the attention core and
+# >= 10 000 of the layers (tests/test_layer_properties.py), across the three backends.
 # Examples per property and backend, set by each backend's speed on new shapes
-# (JAX compiles every op for every new shape, about 0.5 s an example; torch runs
-# about 60 examples a second, TensorFlow 25): 3 properties x (200 + 2000 + 1200)
-# = 10 200 examples in about 10 minutes on 2 cores.
+# (JAX compiles every op for every new shape: about 0.5 s an ops example and 3 s
+# a layer example; torch runs about 60 ops and 12 layer examples a second,
+# TensorFlow 25 and 3). Ops: 3 properties x (200 + 2000 + 1200) = 10 200 examples
+# in about 10 minutes; layers: 200 + 6500 + 3300 = 10 000 examples in about 35
+# minutes, on 2 idle cores. Both counts are printed at the end.
 FUZZ_EXAMPLES_jax ?= 200
 FUZZ_EXAMPLES_torch ?= 2000
 FUZZ_EXAMPLES_tensorflow ?= 1200
+FUZZ_LAYER_EXAMPLES_jax ?= 200
+FUZZ_LAYER_EXAMPLES_torch ?= 6500
+FUZZ_LAYER_EXAMPLES_tensorflow ?= 3300
 FUZZ_LOG := $(VENV)/fuzz-examples.log
 fuzz: $(VENV)/.test-installed
 	@set -e; rm -f $(FUZZ_LOG); for b in $(BACKENDS); do \
-		case $$b in jax) n=$(FUZZ_EXAMPLES_jax);; torch) n=$(FUZZ_EXAMPLES_torch);; \
-			tensorflow) n=$(FUZZ_EXAMPLES_tensorflow);; esac; \
-		echo "=== KERAS_BACKEND=$$b (fuzz, $$n examples per property)"; \
+		case $$b in jax) n=$(FUZZ_EXAMPLES_jax); m=$(FUZZ_LAYER_EXAMPLES_jax);; \
+			torch) n=$(FUZZ_EXAMPLES_torch); m=$(FUZZ_LAYER_EXAMPLES_torch);; \
+			tensorflow) n=$(FUZZ_EXAMPLES_tensorflow); m=$(FUZZ_LAYER_EXAMPLES_tensorflow);; esac; \
+		echo "=== KERAS_BACKEND=$$b (fuzz, $$n examples per ops property, $$m layer examples)"; \
 		KERAS_BACKEND=$$b HYPOTHESIS_PROFILE=fuzz ATTNKIT_FUZZ_EXAMPLES=$$n \
-			ATTNKIT_FUZZ_LOG=$(FUZZ_LOG) \
-			$(PY) -m pytest -q -s -p no:randomly tests/test_properties.py $(PYTEST_ARGS); \
+			ATTNKIT_FUZZ_LAYER_EXAMPLES=$$m ATTNKIT_FUZZ_LOG=$(FUZZ_LOG) \
+			$(PY) -m pytest -q -s -p no:randomly tests/test_properties.py \
+			tests/test_layer_properties.py $(PYTEST_ARGS); \
 	done; \
-	awk '{n += $$2} END {printf "make fuzz: %d hypothesis examples on %s, 0 failures\n", n, "$(BACKENDS)"}' $(FUZZ_LOG)
+	awk '$$1 == "layers" {l += $$3; next} {n += $$2} END {printf "make fuzz: %d ops-level and %d layer-level hypothesis examples on %s, 0 failures\n", n, l, "$(BACKENDS)"}' $(FUZZ_LOG)
 
 bench: $(VENV)/.test-installed
 	$(VENV)/bin/attnkit bench
