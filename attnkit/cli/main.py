@@ -3,6 +3,7 @@
     attnkit info                         versions, backend, devices
     attnkit demo dates|addition|digits   train a demo model, print accuracy, save plots
     attnkit bench                        the attention benchmark table
+    attnkit show MODEL.keras INPUT...    interactive attention view + PNG of a saved model
 
 Every command takes ``--backend``. Keras fixes its backend when it is first
 imported, and importing ``attnkit.cli`` already imports Keras (through
@@ -41,6 +42,7 @@ DEMOS = {
     ),
 }
 BENCH_MODULE = "attnkit.cli.bench"
+SHOW_MODULE = "attnkit.cli.show"
 _REEXEC_FLAG = "ATTNKIT_CLI_REEXEC"
 
 
@@ -156,6 +158,13 @@ def build_parser(argv=()):
         BENCH_MODULE,
         "attention benchmark table",
         bool(argv) and argv[0] == "bench",
+    )
+    _add_module_command(
+        sub,
+        "show",
+        SHOW_MODULE,
+        "write the interactive attention view (HTML) and a PNG of a saved model's attention",
+        bool(argv) and argv[0] == "show",
     )
     return parser
 

@@ -11,13 +11,16 @@ Training data are drawn fresh for every batch (as in the paper: one epoch is
 epoch the demo prints the test accuracy, the share of held-out sequences with
 ``|error| < 0.04`` (the paper's criterion), and at the end it saves the model
 (``addition.keras``) and ``addition_attention.png``: the attention over a few
-test sequences with the two marked steps shaded.
+test sequences with the two marked steps shaded; those sequences as
+``addition_inputs.npy`` and the ``attnkit show`` line that opens them in the
+interactive matrix view.
 
 Data: ``attnkit.data.addition``; model: ``attnkit.models.addition_model``.
 """
 
 from __future__ import annotations
 
+from attnkit.cli import show
 from attnkit.cli.demos import common
 
 NAME = "addition"
@@ -131,7 +134,8 @@ def run(args):
     print(f"test accuracy: {100 * accuracy:.2f}% (|error| < {TOLERANCE})", flush=True)
 
     common.step("saving")
-    common.report("model", common.save_model(model, out / f"{NAME}.keras"))
+    model_path = common.save_model(model, out / f"{NAME}.keras")
+    common.report("model", model_path)
     shown = x_test[:SHOWN]
     (weights,) = attention_maps(model, shown).values()  # (N, T)
     weights = np.asarray(weights).reshape(len(shown), -1)
@@ -146,4 +150,8 @@ def run(args):
         title=f"Attention over the sequence (marked steps in red), T0 = {args.length}",
     )
     common.report("attention figure", save_figure(fig, out / f"{NAME}_attention.png"))
+    inputs = out / f"{NAME}_inputs.npy"
+    np.save(inputs, shown)
+    common.report("inputs", inputs)
+    common.report("interactive view", show.command_line(model_path, [inputs], out=out / "show"))
     return 0

@@ -22,8 +22,10 @@ both need the JAX backend, and on a CPU host run on virtual devices.
 
 Output: exact-match accuracy on the held-out dates, a few translations, the
 share of held-out examples whose year digits attend inside the input's year,
-the model as ``dates.keras`` and the alignments of a few inputs as
-``dates_attention.png``.
+the model as ``dates.keras`` with its character tokenizer
+``dates.tokenizer.json`` (for ``attnkit show``), the alignments of a few inputs
+as ``dates_attention.png``, and the ``attnkit show`` line that opens the model
+as an interactive alignment view.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import math
 import sys
 
+from attnkit.cli import show
 from attnkit.cli.demos import common
 from attnkit.models import date_translator as dt
 
@@ -191,7 +194,9 @@ def _run(args, dist):
         print(f"    {text:<24} -> {p}  (expected {r})")
 
     common.step("saving")
-    common.report("model", common.save_model(model, out / f"{NAME}.keras"))
+    model_path = common.save_model(model, out / f"{NAME}.keras")
+    common.report("model", model_path)
+    common.report("tokenizer", save_tokenizer(model_path))
     w = alignments(x_shown, dates.encode_machine(shown_pred))
     width = max(len(t) for t in shown) + 1  # a padding column shows the mask
     fig = plot_alignments(
@@ -207,4 +212,27 @@ def _run(args, dist):
         ax.set_yticks(np.arange(dates.TY))
         ax.set_yticklabels(list(shown_pred[shown.index(text)]), fontsize=7)
     common.report("attention figure", save_figure(fig, out / f"{NAME}_attention.png"))
+    common.report("interactive view", show.command_line(model_path, [SHOWN[0]], out=out / "show"))
     return 0
+
+
+def save_tokenizer(model_path):
+    """Writes the character tokenizer ``attnkit show`` reads texts with, beside the model."""
+    from attnkit.data import dates
+
+    return show.save_tokenizer(
+        model_path,
+        input_name="human",
+        vocab=list(dates.HUMAN_VOCAB),  # in id order
+        length=dates.TX,
+        pad_id=dates.HUMAN_VOCAB[dates.PAD],
+        unknown_id=dates.HUMAN_VOCAB[dates.UNK],
+        lowercase=True,
+        remove=",",  # as dates.encode_human
+        decoder={
+            "input": "decoder_input",
+            "start_id": dates.GO_ID,
+            "vocab": list(dates.MACHINE_VOCAB),
+            "length": dates.TY,
+        },
+    )

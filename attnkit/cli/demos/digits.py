@@ -14,13 +14,16 @@ decay to 0; 40 epochs take well under a minute on two CPU cores with JAX.
 Output: the test accuracy, the model as ``digits.keras``, and
 ``digits_attention.png``: test digits, each overlaid with the attention its
 positions receive (self-attention weights averaged over heads and querying
-positions, read with ``attnkit.attention_maps``).
+positions, read with ``attnkit.attention_maps``); those digits as
+``digits_inputs.npy`` and the ``attnkit show`` line that opens them in the
+interactive model view (2 heads over 64 positions).
 """
 
 from __future__ import annotations
 
 import math
 
+from attnkit.cli import show
 from attnkit.cli.demos import common
 
 NAME = "digits"
@@ -91,7 +94,8 @@ def run(args):
     print(f"test accuracy: {100 * accuracy:.2f}% ({correct}/{len(y_test)})", flush=True)
 
     common.step("saving")
-    common.report("model", common.save_model(model, out / f"{NAME}.keras"))
+    model_path = common.save_model(model, out / f"{NAME}.keras")
+    common.report("model", model_path)
     shown = np.arange(min(GRID, len(x_test)))
     weights = attention_maps(model, x_test[shown])[ATTENTION_LAYER]  # (N, H, 8, 8, 8, 8)
     received = weights.mean(axis=(1, 2, 3))  # (N, 8, 8): over heads and query positions
@@ -102,4 +106,9 @@ def run(args):
         title=f"Attention received per position · test accuracy {100 * accuracy:.1f}%",
     )
     common.report("attention figure", save_figure(fig, out / f"{NAME}_attention.png"))
+    inputs = out / f"{NAME}_inputs.npy"
+    np.save(inputs, x_test[shown])
+    common.report("inputs", inputs)
+    command = show.command_line(model_path, [inputs], view="model", out=out / "show")
+    common.report("interactive view", command)
     return 0
