@@ -26,11 +26,16 @@ demo: $(VENV)/.demo-installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit info
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo dates
 
-# The whole suite once per backend, in the same venv.
+# The whole suite once per backend, in the same venv, on TEST_WORKERS
+# processes (pytest-xdist). Most of a test's time is spent compiling or
+# dispatching small ops on one core (JAX compiles every op for every new
+# shape), so a second worker puts the CI machine's second core to use.
+# TEST_WORKERS=0 runs in this process (no xdist), e.g. for pdb.
+TEST_WORKERS ?= 2
 test: $(VENV)/.test-installed
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
-		KERAS_BACKEND=$$b $(PY) -m pytest -q $(PYTEST_ARGS); \
+		KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	done
 
 # Long training runs (paper reproductions, demo accuracy).
