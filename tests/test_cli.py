@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import types
@@ -58,7 +59,7 @@ def _check_png(path):
 def test_top_level_help_lists_the_commands(capsys):
     code, out, _ = _exit_code(capsys, "--help")
     assert code == 0
-    for command in ("info", "demo", "bench"):
+    for command in ("info", "demo", "bench", "show"):
         assert command in out
 
 
@@ -212,10 +213,21 @@ def test_bench_refuses_an_unknown_implementation(capsys):
 # demo smoke runs: tiny data, one epoch; artefacts exist and are valid
 
 
+def _show_line(stdout):
+    """The `attnkit show` line a demo printed, as argv for cli.main."""
+    (line,) = [x for x in stdout.splitlines() if x.strip().startswith("interactive view: ")]
+    argv = shlex.split(line.split("interactive view: ", 1)[1])
+    assert argv[:2] == ["attnkit", "show"]
+    return argv[1:]
+
+
 def _digits(capsys, out):
     argv = ["demo", "digits", "--epochs", "1", "--limit", "100", "--seed", "3"]
     rc, stdout, _ = _run(capsys, *argv, "--out", str(out))
     assert rc == 0
+    show = _show_line(stdout)
+    assert show[1] == str(out / "digits.keras") and show[3:5] == ["--view", "model"]
+    assert np.load(show[2]).shape == (16, 8, 8, 1)  # the digits of the attention figure
     return [line for line in stdout.splitlines() if line.startswith("test accuracy: ")]
 
 
@@ -260,5 +272,9 @@ def test_demo_addition_smoke(capsys, tmp_path):
     assert [line.split(":")[0] for line in epochs] == ["epoch 1", "epoch 2"]
     assert all("test accuracy" in line and "|error| < 0.04" in line for line in epochs)
     _check_png(tmp_path / "addition_attention.png")
+    show = _show_line(stdout)  # the printed line opens the saved model on its inputs
+    assert cli.main(show) == 0
+    assert "addition_matrix.html" in capsys.readouterr().out
+    _check_png(tmp_path / "show" / "addition_matrix.png")
     model = keras.saving.load_model(tmp_path / "addition.keras")
     assert model.predict(np.zeros((2, 14, 2), "float32"), verbose=0).reshape(2, -1).shape == (2, 1)
