@@ -38,6 +38,32 @@ class Problem:
     causal: str | None  # the alignment name when causal, else None
     alignment: str  # "bottom_right" or "top_left": where the queries sit on the key axis
     window: int | None
+    score_mod: object = None  # score_mod(score, b, h, q_idx, kv_idx, *params), see ops.modding
+    score_mod_params: tuple = ()  # tensors, differentiated
+    mask_mod: object = None  # mask_mod(b, h, q_idx, kv_idx) -> bool
+    sinks: object = None  # (Hkv, G) float32 logits joining every softmax denominator, or None
+    block_mask: object = None  # a BlockMask (ops.block_mask) or None
+
+    @property
+    def has_mods(self):
+        return self.score_mod is not None or self.mask_mod is not None
+
+    def mod_indices(self, q_start=0, q_len=None, k_start=0, k_len=None):
+        """(batch, head, q_idx, kv_idx) of a block, see ``ops.modding``."""
+        from attnkit.ops import modding
+
+        tq, tv = self.runtime_length("query"), self.runtime_length("key")
+        return modding.block_indices(
+            ops.shape(self.query)[0],
+            self.num_heads,
+            q_start,
+            tq if q_len is None else q_len,
+            k_start,
+            tv if k_len is None else k_len,
+            offset=self.offset,
+            tq=tq,
+            tv=tv,
+        )
 
     @property
     def query_length(self):
@@ -169,6 +195,11 @@ def prepare(
     window=None,
     bias=None,
     scale=None,
+    score_mod=None,
+    score_mod_params=(),
+    mask_mod=None,
+    sinks=None,
+    block_mask=None,
 ) -> Problem:
     """Validates a request and maps it to the grouped layout."""
     query = _as_float_tensor(query, "query")
@@ -239,6 +270,41 @@ def prepare(
         bias = _to_grouped(bias, "bias", rank, heads, groups)
         _check_broadcast(bias, "bias", q_shape[0], q_shape[1], k_shape[1])
 
+    for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+        if fn is not None and not callable(fn):
+            raise ValueError(f"`{name}` must be a callable or None. Received: {name}={fn!r:.200}")
+    if not isinstance(score_mod_params, (tuple, list)):
+        raise ValueError(
+            "`score_mod_params` must be a tuple of tensors. "
+            f"Received: score_mod_params={score_mod_params!r:.200}"
+        )
+    if score_mod_params and score_mod is None:
+        raise ValueError(
+            "`score_mod_params` are passed to a `score_mod`; none was given. "
+            f"Received: score_mod=None, score_mod_params of length {len(score_mod_params)}"
+        )
+    score_mod_params = tuple(
+        _as_float_tensor(x, f"score_mod_params[{i}]") for i, x in enumerate(score_mod_params)
+    )
+    if sinks is not None:
+        sinks = _as_float_tensor(sinks, "sinks")
+        if tuple(sinks.shape) != (heads,):
+            raise ValueError(
+                f"`sinks` must have shape (H,) = ({heads},), one logit per query head. "
+                f"Received: sinks.shape={tuple(sinks.shape)}"
+            )
+        sinks = ops.reshape(sinks, (kv_heads, groups))  # (Hkv, G)
+    if block_mask is not None:
+        from attnkit.ops.block_mask import check_fits
+
+        check_fits(block_mask, q_shape[0], heads, q_shape[1], k_shape[1])
+        if mask_mod is not None and mask_mod is not block_mask.mask_mod:
+            raise ValueError(
+                "`mask_mod` and `block_mask` disagree: pass one, or the block mask's own "
+                f"mask_mod. Received: mask_mod={mask_mod!r:.100}"
+            )
+        mask_mod = block_mask.mask_mod
+
     return Problem(
         query=q5,
         key=key,
@@ -254,6 +320,11 @@ def prepare(
         causal=alignment if causal else None,
         alignment=alignment,
         window=window,
+        score_mod=score_mod,
+        score_mod_params=score_mod_params,
+        mask_mod=mask_mod,
+        sinks=sinks,
+        block_mask=block_mask,
     )
 
 
@@ -268,12 +339,18 @@ def attention_weights(
     window=None,
     bias=None,
     scale=None,
+    score_mod=None,
+    score_mod_params=(),
+    mask_mod=None,
+    sinks=None,
+    block_mask=None,
 ):
     """Attention weights ``softmax(score(q, k) · scale + bias)`` under the masks.
 
     Same arguments and layouts as :func:`attention` (no value needed). Returns
     ``(B, Tq, Tv)`` for 3-D inputs and ``(B, H, Tq, Tv)`` for 4-D inputs; masked
-    entries are exactly 0 and a row with nothing to attend to is all zeros.
+    entries are exactly 0 and a row with nothing to attend to is all zeros. With
+    ``sinks`` a row sums to less than 1 (the sink takes the rest).
     """
     from attnkit.ops import naive
 
@@ -288,6 +365,11 @@ def attention_weights(
         window=window,
         bias=bias,
         scale=scale,
+        score_mod=score_mod,
+        score_mod_params=score_mod_params,
+        mask_mod=mask_mod,
+        sinks=sinks,
+        block_mask=block_mask,
     )
     weights = naive.weights(problem)
     return problem.weights_to_output_layout(ops.cast(weights, problem.query.dtype))
@@ -305,6 +387,11 @@ def attention(
     window=None,
     bias=None,
     scale=None,
+    score_mod=None,
+    score_mod_params=(),
+    mask_mod=None,
+    sinks=None,
+    block_mask=None,
     dropout=0.0,
     training=False,
     seed=None,
@@ -344,6 +431,39 @@ def attention(
         bias: additive logits, broadcastable like ``mask``. Defaults to `None`.
         scale: multiplies the scores; ``None`` means ``1/sqrt(D)`` for
             ``"scaled_dot"`` and 1 otherwise. Defaults to `None`.
+        score_mod: ``score_mod(score, batch, head, q_idx, kv_idx,
+            *score_mod_params) -> score``, written with ``keras.ops``: maps a
+            block of logits (B, H, q, k) (after ``scale`` and ``bias``;
+            float32, or float64 for float64 inputs) to new logits of the same
+            shape. The indices are int32, broadcastable to the block: batch
+            (B, 1, 1, 1), head (1, H, 1, 1) (query head h reads key/value head
+            h // (H // Hkv), Keras' GroupQueryAttention layout), q_idx
+            (1, 1, q, 1) in the keys' coordinates (placed by ``alignment``:
+            ``i + Tv - Tq`` by default, so a mod written for a whole sequence
+            also serves a decoding step at the end of a cache) and kv_idx
+            (1, 1, 1, k). It must treat entries independently: the naive path
+            calls it on the whole matrix, the chunked path block by block (on
+            padded blocks the indices of padding are clamped to the last real
+            query/key). Defaults to `None`.
+        score_mod_params: tensors that ``score_mod`` takes after the indices
+            (a learned bias table, per-head slopes). Pass learned parameters
+            here rather than closing over them: they are differentiated,
+            also through the chunked path's O(N)-memory backward, on every
+            backend (``jax.custom_vjp`` cannot see a closed-over traced array).
+            Defaults to `()`.
+        mask_mod: ``mask_mod(batch, head, q_idx, kv_idx) -> bool`` (True = may
+            attend), same indices as ``score_mod``; its result must be rank 4,
+            broadcastable to (B, H, q, k). ANDed with ``mask``, ``causal`` and
+            ``window``. Defaults to `None`.
+        sinks: per-head sink logits of shape (H,) (gpt-oss): each joins every
+            query row's softmax denominator and contributes no value, so
+            ``out = sum_j exp(s_j) v_j / (exp(sink_h) + sum_j exp(s_j))``.
+            Differentiated. Defaults to `None`.
+        block_mask: an ``attnkit.ops.block_mask(mask_mod, ...)`` for these
+            sizes: its ``mask_mod`` applies, and the chunked path skips the
+            blocks it hides entirely and the mask work on the blocks it leaves
+            wholly visible. Build it once, reuse it across calls and layers.
+            Defaults to `None`.
         dropout: dropout rate on the weights during training. Defaults to `0.0`.
         training: whether dropout is active. Defaults to `False`.
         seed: int or ``keras.random.SeedGenerator`` for dropout. Defaults to `None`.
@@ -376,6 +496,11 @@ def attention(
         window=window,
         bias=bias,
         scale=scale,
+        score_mod=score_mod,
+        score_mod_params=score_mod_params,
+        mask_mod=mask_mod,
+        sinks=sinks,
+        block_mask=block_mask,
     )
     dropout_active = bool(dropout > 0 and training)
     impl = dispatch.choose(problem, implementation, return_weights, dropout_active)

@@ -44,25 +44,30 @@ def name():
 
 
 def custom_vjp(forward, backward):
-    """``f(query, key, value, mask, cfg)`` with a hand-written backward.
+    """``f(inputs, aux, cfg)`` with a hand-written backward.
 
-    ``forward(query, key, value, mask, cfg) -> (out, residual)`` and
-    ``backward(query, key, value, mask, cfg, out, residual, d_out) -> (dq, dk,
-    dv)``. ``query``, ``key`` and ``value`` are differentiated; ``mask`` (a
-    tensor or None) is not; ``cfg`` is static and hashable. The returned
-    function gives ``out``; on a backend without a custom-gradient mechanism
-    here it is the forward, differentiated by autodiff.
+    ``forward(inputs, aux, cfg) -> (out, residual)`` and ``backward(inputs,
+    aux, cfg, out, residual, d_out) -> grads``, one gradient per entry of
+    ``inputs``. ``inputs`` is a tuple of tensors, all differentiated (the
+    query, key and value, and whatever else the caller's gradient covers:
+    sink logits, a score_mod's parameters, passed explicitly because
+    ``jax.custom_vjp`` cannot differentiate a closed-over traced array);
+    ``aux`` is a tuple of tensors or None that are not differentiated (masks);
+    ``cfg`` is static and hashable. The returned function gives ``out``; on a
+    backend without a custom-gradient mechanism here it is the forward,
+    differentiated by autodiff.
     """
 
-    def apply(query, key, value, mask, cfg):
+    def apply(inputs, aux, cfg):
+        inputs, aux = tuple(inputs), tuple(aux)
         backend = name()
         if backend == "jax":
-            return _jax_vjp(forward, backward)(query, key, value, mask, cfg)
+            return _jax_vjp(forward, backward)(inputs, aux, cfg)
         if backend == "tensorflow":
-            return _tf_vjp(forward, backward, query, key, value, mask, cfg)
+            return _tf_vjp(forward, backward, inputs, aux, cfg)
         if backend == "torch":
-            return _torch_vjp(forward, backward, query, key, value, mask, cfg)
-        return forward(query, key, value, mask, cfg)[0]
+            return _torch_vjp(forward, backward, inputs, aux, cfg)
+        return forward(inputs, aux, cfg)[0]
 
     return apply
 
@@ -71,36 +76,48 @@ def custom_vjp(forward, backward):
 def _jax_vjp(forward, backward):
     import jax
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-    def f(query, key, value, mask, cfg):
-        return forward(query, key, value, mask, cfg)[0]
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+    def f(inputs, aux, cfg):
+        return forward(inputs, aux, cfg)[0]
 
-    def f_fwd(query, key, value, mask, cfg):
-        out, residual = forward(query, key, value, mask, cfg)
-        return out, (query, key, value, mask, out, residual)
+    def f_fwd(inputs, aux, cfg):
+        out, residual = forward(inputs, aux, cfg)
+        return out, (inputs, aux, out, residual)
 
     def f_bwd(cfg, saved, d_out):
-        query, key, value, mask, out, residual = saved
-        dq, dk, dv = backward(query, key, value, mask, cfg, out, residual, d_out)
-        return dq, dk, dv, None
+        inputs, aux, out, residual = saved
+        grads = backward(inputs, aux, cfg, out, residual, d_out)
+        return tuple(grads), None
 
     f.defvjp(f_fwd, f_bwd)
     return f
 
 
-def _tf_vjp(forward, backward, query, key, value, mask, cfg):
+def _tf_vjp(forward, backward, inputs, aux, cfg):
     import tensorflow as tf
 
     @tf.custom_gradient
-    def f(query, key, value):
-        out, residual = forward(query, key, value, mask, cfg)
+    def f(*inputs):
+        # Run eagerly, tf.custom_gradient lets an enclosing GradientTape
+        # record every op of the blocked loops: O(N²) memory kept for a
+        # gradient that the custom backward replaces (issue 17: 10.9 GiB at
+        # N=8192). The forward runs with recording paused.
+        with _tf_no_record():
+            out, residual = forward(inputs, aux, cfg)
 
         def grad(d_out):
-            return backward(query, key, value, mask, cfg, out, residual, d_out)
+            # (Recording stays on: a score_mod's block-wise vjp needs its tape.)
+            return list(backward(inputs, aux, cfg, out, residual, d_out))
 
         return out, grad
 
-    return f(query, key, value)
+    return f(*inputs)
+
+
+def _tf_no_record():
+    from tensorflow.python.eager import record  # no public API pauses every tape
+
+    return record.stop_recording()
 
 
 @functools.cache
@@ -109,29 +126,74 @@ def _torch_function(forward, backward):
 
     class Function(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, query, key, value, mask, cfg):
-            out, residual = forward(query, key, value, mask, cfg)
-            ctx.save_for_backward(query, key, value, out, residual)
-            ctx.mask, ctx.cfg = mask, cfg
+        def forward(ctx, aux, cfg, *inputs):
+            out, residual = forward(inputs, aux, cfg)
+            ctx.save_for_backward(*inputs, out, residual)
+            ctx.aux, ctx.cfg = aux, cfg
             return out
 
         @staticmethod
         def backward(ctx, d_out):
-            query, key, value, out, residual = ctx.saved_tensors
+            *inputs, out, residual = ctx.saved_tensors
             with torch.no_grad():
-                dq, dk, dv = backward(query, key, value, ctx.mask, ctx.cfg, out, residual, d_out)
-            return dq, dk, dv, None, None
+                grads = backward(tuple(inputs), ctx.aux, ctx.cfg, out, residual, d_out)
+            return (None, None, *grads)
 
     return Function
 
 
-def _torch_vjp(forward, backward, query, key, value, mask, cfg):
+def _torch_vjp(forward, backward, inputs, aux, cfg):
     import torch
 
-    if not any(torch.is_tensor(x) and x.requires_grad for x in (query, key, value)):
+    if not any(torch.is_tensor(x) and x.requires_grad for x in inputs):
         with torch.no_grad():
-            return forward(query, key, value, mask, cfg)[0]
-    return _torch_function(forward, backward).apply(query, key, value, mask, cfg)
+            return forward(inputs, aux, cfg)[0]
+    return _torch_function(forward, backward).apply(aux, cfg, *inputs)
+
+
+def vjp(fn, *primals):
+    """``(fn(*primals), pullback)``: ``pullback(cotangent)`` gives one gradient
+    per primal (zeros where ``fn`` does not depend on it). For the chunked
+    backward's block-wise derivative of a ``score_mod``; also inside loops."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        return jax.vjp(fn, *primals)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=False) as tape:
+            tape.watch(primals)
+            out = fn(*primals)
+
+        def tf_pullback(cotangent):
+            return tuple(
+                tape.gradient(
+                    out,
+                    primals,
+                    output_gradients=cotangent,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            )
+
+        return out, tf_pullback
+    if backend == "torch":
+        import torch
+
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in primals]
+            out = fn(*leaves)
+
+        def torch_pullback(cotangent):
+            with torch.enable_grad():
+                grads = torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
+            return tuple(
+                torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)
+            )
+
+        return out.detach(), torch_pullback
+    raise NotImplementedError(f"vjp is not available on the {backend} backend")
 
 
 # The backend's attention kernel --------------------------------------------------

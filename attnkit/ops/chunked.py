@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
-from attnkit.ops import backend, naive
+from attnkit.ops import backend, modding, naive
+from attnkit.ops.block_mask import BLOCK_EMPTY, BLOCK_FULL
 from attnkit.ops.masks import combine_masks, large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
 
@@ -74,6 +75,17 @@ class Blocking:
     causal: str | None
     window: int | None
     offset: int
+    heads: int = 1
+    score_mod: object = None  # see ops.modding
+    mask_mod: object = None
+    has_sinks: bool = False
+    n_params: int = 0  # score_mod's parameters, after (q, k, v[, sinks]) in the inputs
+    table: tuple | None = None  # BlockMask.table: (nq, nk) of EMPTY/PARTIAL/FULL
+
+    def _table_entry(self, q_start, k_start):
+        flat = ops.convert_to_tensor([c for row in self.table for c in row], "int32")
+        index = (q_start // self.bq) * self.nk + k_start // self.bk
+        return ops.take(flat, index)
 
     @property
     def nq(self):
@@ -97,7 +109,10 @@ class Blocking:
         q_first = q_start + self.offset
         q_last = q_first + self.bq - 1
         keep = None
+        if self.table is not None:
+            keep = self._table_entry(q_start, k_start) != BLOCK_EMPTY
         if self.causal is not None:
+            keep = k_start <= q_last if keep is None else ops.logical_and(keep, k_start <= q_last)
             keep = k_start <= q_last
         if self.window is not None:
             near = ops.logical_and(
@@ -108,14 +123,17 @@ class Blocking:
         return keep
 
     def fully_visible(self, q_start, k_start):
-        """True when no causal/window/padding entry of the block is masked; None
-        when there is no causal or window mask (nothing to decide per block)."""
-        if self.causal is None and self.window is None:
+        """True when no causal/window/padding/block-mask entry of the block is
+        masked; None when there is nothing to decide per block (no causal or
+        window mask, no block table)."""
+        if self.causal is None and self.window is None and self.table is None:
             return None
         q_first = q_start + self.offset
         q_last = q_first + self.bq - 1
         k_last = k_start + self.bk - 1
         visible = k_last < self.tv  # no padded keys
+        if self.table is not None:
+            visible = ops.logical_and(visible, self._table_entry(q_start, k_start) == BLOCK_FULL)
         if self.causal is not None:
             visible = ops.logical_and(visible, k_last <= q_first)
         if self.window is not None:
@@ -139,6 +157,20 @@ class Blocking:
 
 
 def blocking(problem, block_size=None):
+    table = None
+    if problem.block_mask is not None:
+        if block_size is not None and tuple(block_size) != problem.block_mask.block_size:
+            raise ValueError(
+                "`block_size` must equal the block mask's block size "
+                f"{problem.block_mask.block_size} (or be None). Received: block_size={block_size!r}"
+            )
+        if problem.block_mask.offset != problem.offset:
+            raise ValueError(
+                "`block_mask` was built for another alignment: its queries start at key "
+                f"position {problem.block_mask.offset}, this call's at {problem.offset}. "
+                f"Received: block_mask={problem.block_mask!r}"
+            )
+        block_size, table = problem.block_mask.block_size, problem.block_mask.table
     if block_size is None and (problem.causal is not None or problem.window is not None):
         block_size = DEFAULT_MASKED_BLOCK
     bq, bk = _validate_block_size(block_size)
@@ -151,6 +183,12 @@ def blocking(problem, block_size=None):
         causal=problem.causal,
         window=problem.window,
         offset=problem.offset,
+        heads=problem.num_heads,
+        score_mod=problem.score_mod,
+        mask_mod=problem.mask_mod,
+        has_sinks=problem.sinks is not None,
+        n_params=len(problem.score_mod_params),
+        table=table,
     )
 
 
@@ -193,10 +231,12 @@ def _query_blocks(x, cfg):
     return ops.transpose(x, (1, 0, 3, 4, 2, 5))
 
 
-def _query_rows(x, cfg):
+def _query_rows(x, cfg, pad_value=0):
     """(B, Hkv, G, Tq) -> (nq, B, Hkv, G, bq)."""
     batch, kv_heads, groups, _ = ops.shape(x)
-    x = ops.reshape(_pad_axis(x, 3, cfg.tq_pad), (batch, kv_heads, groups, cfg.nq, cfg.bq))
+    if x.shape[3] != cfg.tq_pad:
+        x = ops.pad(x, [(0, 0)] * 3 + [(0, cfg.tq_pad - x.shape[3])], constant_values=pad_value)
+    x = ops.reshape(x, (batch, kv_heads, groups, cfg.nq, cfg.bq))
     return ops.transpose(x, (3, 0, 1, 2, 4))
 
 
@@ -266,16 +306,49 @@ def _masked_logits(s, block_mask, neg):
     return ops.where(block_mask, s, neg)
 
 
-def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
+def _split(inputs, cfg):
+    """(query, key, value[, sinks], *params) -> (query, key, value, sinks, params)."""
+    query, key, value = inputs[:3]
+    sinks = inputs[3] if cfg.has_sinks else None
+    params = tuple(inputs[3 + cfg.has_sinks :])
+    return query, key, value, sinks, params
+
+
+def _block_masks(cfg, mask, q_start, k_start, idx, groups, positional):
+    """The block's mask from causal/window/padding (when ``positional``), the
+    ``mask`` tensor and ``mask_mod`` (skipped on blocks the table marks full)."""
+    mod_mask = None
+    if cfg.mask_mod is not None and (positional or cfg.table is None):
+        mod_mask = modding.evaluate_mask_mod(cfg.mask_mod, idx, cfg.heads, groups)
+    return combine_masks(
+        cfg.position_mask(q_start, k_start) if positional else None,
+        _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
+        mod_mask,
+    )
+
+
+def _indices(cfg, batch, q_start, k_start):
+    if cfg.score_mod is None and cfg.mask_mod is None:
+        return None
+    return modding.block_indices(
+        batch, cfg.heads, q_start, cfg.bq, k_start, cfg.bk, offset=cfg.offset, tq=cfg.tq, tv=cfg.tv
+    )
+
+
+def forward(inputs, aux, cfg, *, bias=None, logits_fn=None):
     """Blocked forward pass.
 
-    ``query`` (B, Tq, Hkv, G, D) already scaled, ``key`` (B, Tv, Hkv, D),
-    ``value`` (B, Tv, Hkv, Dv), all in the softmax dtype; ``mask`` a padded-free
-    bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or None. ``logits_fn(q_block, k_block)``
-    maps head-major blocks to (B, Hkv, G, bq, bk); the default is the dot product.
-    Returns the output (B, Tq, Hkv, G, Dv) and the log-sum-exp (B, Hkv, G, Tq)
-    (0 on rows with nothing to attend to).
+    ``inputs`` is ``(query, key, value[, sinks], *score_mod_params)``: ``query``
+    (B, Tq, Hkv, G, D) already scaled, ``key`` (B, Tv, Hkv, D), ``value``
+    (B, Tv, Hkv, Dv), all in the softmax dtype; ``sinks`` (Hkv, G). ``aux`` is
+    ``(mask,)``, ``mask`` a padded-free bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or
+    None. ``logits_fn(q_block, k_block)`` maps head-major blocks to
+    (B, Hkv, G, bq, bk); the default is the dot product. Returns the output
+    (B, Tq, Hkv, G, Dv) and the log-sum-exp (B, Hkv, G, Tq) (0 on rows with
+    nothing to attend to and no sink).
     """
+    query, key, value, sinks, params = _split(inputs, cfg)
+    (mask,) = aux
     dtype = softmax_dtype(query.dtype)
     batch, _, kv_heads, groups, _ = ops.shape(query)
     dv = value.shape[-1]
@@ -293,16 +366,24 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
     def query_block(i):
         q_start = i * cfg.bq
         qb = ops.take(q_blocks, i, axis=0)  # (B, Hkv, G, bq, D)
-        m0 = ops.full((batch, kv_heads, groups, cfg.bq), neg, dtype=dtype)
-        denom0 = ops.zeros((batch, kv_heads, groups, cfg.bq), dtype=dtype)
+        rows = (batch, kv_heads, groups, cfg.bq)
+        if sinks is None:
+            m0 = ops.full(rows, neg, dtype=dtype)
+            denom0 = ops.zeros(rows, dtype=dtype)
+        else:
+            # The sink is a key of logit sinks[h] and value 0: it starts the
+            # running max and adds exp(sink - m) to the denominator.
+            m0 = ops.broadcast_to(ops.cast(sinks, dtype)[None, :, :, None], rows)
+            denom0 = ops.ones(rows, dtype=dtype)
         acc0 = ops.zeros((batch, kv_heads, groups, cfg.bq, dv), dtype=dtype)
 
         def update(j, state):
             full = cfg.fully_visible(q_start, j * cfg.bk)
             if full is None:
                 return block_update(j, state, True)
-            # Blocks wholly inside the causal/window band skip building and
-            # applying the position mask (about a third of a block's work).
+            # Blocks wholly inside the causal/window band (or marked full by
+            # the block mask) skip building and applying their masks (about a
+            # third of a block's work).
             return ops.cond(
                 full,
                 lambda: block_update(j, state, False),
@@ -312,14 +393,14 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
         def block_update(j, state, positional):
             m, denom, acc = state
             k_start = j * cfg.bk
+            idx = _indices(cfg, batch, q_start, k_start)
             s = logits_fn(qb, ops.take(k_blocks, j, axis=0))  # (B, Hkv, G, bq, bk)
             block_bias = _block_of(bias, q_start, cfg.bq, k_start, cfg.bk)
             if block_bias is not None:
                 s = s + ops.cast(block_bias, dtype)
-            block_mask = combine_masks(
-                cfg.position_mask(q_start, k_start) if positional else None,
-                _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
-            )
+            if cfg.score_mod is not None:
+                s = modding.apply_score_mod(cfg.score_mod, s, idx, params)
+            block_mask = _block_masks(cfg, mask, q_start, k_start, idx, groups, positional)
             s = _masked_logits(s, block_mask, neg)
             m_new = ops.maximum(m, ops.max(s, axis=-1))
             p = ops.exp(s - m_new[..., None])
@@ -349,34 +430,55 @@ def forward(query, key, value, mask, cfg, *, bias=None, logits_fn=None):
     return out, lse
 
 
-def backward(query, key, value, mask, cfg, out, lse, d_out):
+def backward(inputs, aux, cfg, out, lse, d_out):
     """FlashAttention-2 backward of :func:`forward` (dot-product logits, no bias).
 
     Recomputes each block's probabilities from ``lse``; two sweeps, one over
     query blocks for dq and one over key blocks for dk and dv, so that every
-    gradient is written once (no scattered accumulation) on every backend.
-    Returns (dq, dk, dv) in the layouts of (query, key, value).
+    gradient is written once (no scattered accumulation) on every backend. A
+    ``score_mod`` is differentiated block by block (``backend.vjp``): its
+    parameters' gradients are summed over the key-block sweep, so they need
+    O(N) memory too. Sinks: ``d sink = -sum_rows exp(sink - lse) · delta``.
+    Returns the gradients of ``inputs``, in their layouts.
     """
+    query, key, value, sinks, params = _split(inputs, cfg)
+    (mask,) = aux
     dtype = query.dtype
+    batch, _, _, groups, _ = ops.shape(query)
     q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
     do_blocks = _query_blocks(d_out, cfg)  # (nq, B, Hkv, G, bq, Dv)
     delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
     delta_blocks = _query_rows(delta, cfg)  # (nq, B, Hkv, G, bq)
-    lse_blocks = _query_rows(lse, cfg)  # (nq, B, Hkv, G, bq)
+    # Padded query rows get an lse no logit reaches, so their p is 0 whatever
+    # a score_mod makes of them (exp could overflow: inf * 0 is NaN).
+    lse_blocks = _query_rows(lse, cfg, pad_value=-large_negative(dtype))  # (nq, B, Hkv, G, bq)
     k_blocks = _key_blocks(key, cfg)  # (nk, B, Hkv, bk, D)
     v_blocks = _key_blocks(value, cfg)  # (nk, B, Hkv, bk, Dv)
     mask = _pad_grouped(mask, cfg.tq_pad, cfg.tv_pad)
     neg = large_negative(dtype)
 
-    def probs_and_dlogits(i, j):
-        """p and ds of block (i, j), each (B, Hkv, G, bq, bk)."""
+    def probs_and_dlogits(i, j, with_params):
+        """p, ds (each (B, Hkv, G, bq, bk)) of block (i, j) and, when
+        ``with_params``, the block's share of the score_mod parameters' gradients."""
         q_start, k_start = i * cfg.bq, j * cfg.bk
+        idx = _indices(cfg, batch, q_start, k_start)
         qb = ops.take(q_blocks, i, axis=0)
         s = _qk(qb, ops.take(k_blocks, j, axis=0))
-        block_mask = combine_masks(
-            cfg.position_mask(q_start, k_start),
-            _block_of(mask, q_start, cfg.bq, k_start, cfg.bk),
-        )
+        pullback = None
+        if cfg.score_mod is not None:
+            if with_params:
+
+                def mod(s, *params):
+                    return modding.apply_score_mod(cfg.score_mod, s, idx, params)
+
+                s, pullback = backend.vjp(mod, s, *params)
+            else:
+
+                def mod(s):
+                    return modding.apply_score_mod(cfg.score_mod, s, idx, params)
+
+                s, pullback = backend.vjp(mod, s)
+        block_mask = _block_masks(cfg, mask, q_start, k_start, idx, groups, True)
         s = _masked_logits(s, block_mask, neg)
         p = ops.exp(s - ops.take(lse_blocks, i, axis=0)[..., None])
         if block_mask is not None:
@@ -384,11 +486,15 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
         dob = ops.take(do_blocks, i, axis=0)
         dp = _qk(dob, ops.take(v_blocks, j, axis=0))
         ds = p * (dp - ops.take(delta_blocks, i, axis=0)[..., None])
-        return p, ds, qb, dob
+        d_params = ()
+        if pullback is not None:
+            grads = pullback(ds)
+            ds, d_params = grads[0], tuple(grads[1:])
+        return p, ds, qb, dob, d_params
 
     def dq_block(i):
         def update(j, dq):
-            _, ds, _, _ = probs_and_dlogits(i, j)
+            _, ds, _, _, _ = probs_and_dlogits(i, j, False)
             return dq + _pv(ds, ops.take(k_blocks, j, axis=0))
 
         dq0 = ops.zeros_like(ops.take(q_blocks, i, axis=0))
@@ -396,27 +502,35 @@ def backward(query, key, value, mask, cfg, out, lse, d_out):
 
     def dkv_block(j):
         def update(i, state):
-            dk, dv = state
-            p, ds, qb, dob = probs_and_dlogits(i, j)
+            dk, dv, d_params = state
+            p, ds, qb, dob, block_d_params = probs_and_dlogits(i, j, True)
             dv = dv + _ptx(p, dob)
             dk = dk + _ptx(ds, qb)
-            return dk, dv
+            pairs = zip(d_params, block_d_params, strict=True)
+            d_params = tuple(a + ops.cast(b, a.dtype) for a, b in pairs)
+            return dk, dv, d_params
 
         init = (
             ops.zeros_like(ops.take(k_blocks, j, axis=0)),
             ops.zeros_like(ops.take(v_blocks, j, axis=0)),
+            tuple(ops.zeros_like(p) for p in params),
         )
         return _loop(cfg.nq, update, init, lambda i: cfg.needed(i * cfg.bq, j * cfg.bk))
 
     dq = _from_query_blocks(ops.map(dq_block, ops.arange(cfg.nq, dtype="int32")), cfg)
-    dk, dv = ops.map(dkv_block, ops.arange(cfg.nk, dtype="int32"))
-    return dq, _from_key_blocks(dk, cfg), _from_key_blocks(dv, cfg)
+    dk, dv, d_params = ops.map(dkv_block, ops.arange(cfg.nk, dtype="int32"))
+    grads = [dq, _from_key_blocks(dk, cfg), _from_key_blocks(dv, cfg)]
+    if sinks is not None:
+        p_sink = ops.exp(ops.cast(sinks, dtype)[None, :, :, None] - lse)  # (B, Hkv, G, Tq)
+        grads.append(ops.cast(-ops.sum(p_sink * delta, axis=(0, 3)), sinks.dtype))  # (Hkv, G)
+    grads.extend(ops.sum(g, axis=0) for g in d_params)
+    return tuple(grads)
 
 
-# Blocked attention with the O(N)-memory backward: ``query`` (B, Tq, Hkv, G, D)
-# already scaled, ``key`` (B, Tv, Hkv, D), ``value`` (B, Tv, Hkv, Dv), all in the
-# softmax dtype; ``mask`` bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or None (not
-# differentiated); ``cfg`` a ``Blocking``. Returns (B, Tq, Hkv, G, Dv).
+# Blocked attention with the O(N)-memory backward: ``inputs`` = (query, key,
+# value[, sinks], *score_mod_params) as in ``forward``, all differentiated;
+# ``aux`` = (mask,) not differentiated; ``cfg`` a ``Blocking``. Returns
+# (B, Tq, Hkv, G, Dv).
 flash_attention = backend.custom_vjp(forward, backward)
 
 
@@ -432,24 +546,19 @@ def attend(problem, block_size=None):
     dtype = softmax_dtype(query.dtype)
     out_dtype = keras.backend.result_type(problem.query.dtype, problem.value.dtype)
     value = ops.cast(problem.value, dtype)
+    extras = () if problem.sinks is None else (ops.cast(problem.sinks, dtype),)
+    extras += problem.score_mod_params
     if uses_custom_gradient(problem):
-        out = flash_attention(
-            ops.cast(query, dtype),
-            ops.cast(problem.key, dtype),
-            value,
-            problem.mask,
-            cfg,
-        )
+        inputs = (ops.cast(query, dtype), ops.cast(problem.key, dtype), value) + extras
+        out = flash_attention(inputs, (problem.mask,), cfg)
         return ops.cast(out, out_dtype)
 
     def logits_fn(qb, kb):
         return naive.logits(problem, qb, kb)  # (B, Hkv, G, bq, bk)
 
     out, _ = forward(
-        query,
-        problem.key,
-        value,
-        problem.mask,
+        (query, problem.key, value) + extras,
+        (problem.mask,),
         cfg,
         bias=problem.bias,
         logits_fn=logits_fn,

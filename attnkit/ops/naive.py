@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from attnkit.ops import modding
 from attnkit.ops.masks import combine_masks
 from attnkit.ops.softmax import masked_softmax, softmax_dtype
 
@@ -45,11 +46,35 @@ def weights(problem):
     """Softmax weights (B, Hkv, G, Tq, Tv) in at least float32."""
     query = ops.transpose(prescaled_query(problem), (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, D)
     key = ops.transpose(problem.key, (0, 2, 1, 3))  # (B, Hkv, Tv, D)
-    scores = logits(problem, query, key)
+    scores = logits(problem, query, key)  # (B, Hkv, G, Tq, Tv)
     if problem.bias is not None:
         scores = scores + ops.cast(problem.bias, scores.dtype)
     mask = combine_masks(problem.mask, problem.position_mask())
-    return masked_softmax(scores, mask, axis=-1)
+    if problem.has_mods:
+        idx = problem.mod_indices()
+        if problem.score_mod is not None:
+            scores = modding.apply_score_mod(
+                problem.score_mod, scores, idx, problem.score_mod_params
+            )
+        if problem.mask_mod is not None:
+            groups = problem.num_heads // problem.num_kv_heads
+            mod_mask = modding.evaluate_mask_mod(problem.mask_mod, idx, problem.num_heads, groups)
+            mask = combine_masks(mask, mod_mask)
+    if problem.sinks is None:
+        return masked_softmax(scores, mask, axis=-1)
+    return _softmax_with_sinks(scores, mask, ops.cast(problem.sinks, scores.dtype))
+
+
+def _softmax_with_sinks(scores, mask, sinks):
+    """masked_softmax with one more logit per head, ``sinks`` (Hkv, G), that
+    joins the denominator and is dropped from the weights."""
+    shape = ops.shape(scores)
+    column = ops.broadcast_to(sinks[None, :, :, None, None], (*shape[:4], 1))  # (B, Hkv, G, Tq, 1)
+    extended = ops.concatenate([scores, column], axis=-1)  # (B, Hkv, G, Tq, Tv + 1)
+    if mask is not None:
+        mask = ops.broadcast_to(mask, shape)
+        mask = ops.concatenate([mask, ops.ones_like(mask[..., :1])], axis=-1)
+    return masked_softmax(extended, mask, axis=-1)[..., :-1]
 
 
 def attend(problem, dropout=0.0, seed=None):

@@ -175,6 +175,58 @@ def _to_bhqk(x, rank, heads):
     return np.broadcast_to(x, (x.shape[0], heads) + x.shape[2:]) if x.shape[1] == 1 else x
 
 
+def reference_mod_indices(b, h, tq, tv, alignment=None):
+    """The four index arrays of the score_mod/mask_mod convention (int64):
+    batch (B, 1, 1, 1), head (1, H, 1, 1), q_idx (1, 1, Tq, 1) in the keys'
+    coordinates (``i + Tv - Tq`` bottom-right, ``i`` top-left), kv_idx (1, 1, 1, Tv)."""
+    offset = 0 if alignment == "top_left" else tv - tq
+    return (
+        np.arange(b).reshape(-1, 1, 1, 1),
+        np.arange(h).reshape(1, -1, 1, 1),
+        (np.arange(tq) + offset).reshape(1, 1, -1, 1),
+        np.arange(tv).reshape(1, 1, 1, -1),
+    )
+
+
+def _reference_logits_and_mask(
+    q, k, score, scale, mask, causal, alignment, window, bias, rank, score_mod, params, mask_mod
+):
+    """(scores (B, H, Tq, Tv) after bias and score_mod, the scores before the
+    score_mod, mask (B, H, Tq, Tv)) in float64, from (B, T, H, D) inputs."""
+    b, tq, h, d = q.shape
+    tv, group = k.shape[1], h // k.shape[2]
+    kh = np.repeat(k, group, axis=2)  # (B, Tv, H, D): query head h reads k head h // G
+    if score == "cosine":
+        q, kh = _l2_normalize(q), _l2_normalize(kh)
+    s = np.einsum("bqhd,bkhd->bhqk", q, kh) * scale  # (B, H, Tq, Tv)
+    if bias is not None:
+        s = s + _to_bhqk(np.asarray(bias, dtype=np.float64), rank, h)
+    full = reference_mask(tq, tv, causal=causal, window=window, alignment=alignment)[None, None]
+    if mask is not None:
+        full = full & _to_bhqk(mask, rank, h)
+    align = alignment or (causal if isinstance(causal, str) else "bottom_right")
+    idx = reference_mod_indices(b, h, tq, tv, align)
+    raw = s
+    if score_mod is not None:
+        s = np.asarray(score_mod(s, *idx, *params), dtype=np.float64)
+    if mask_mod is not None:
+        full = full & np.asarray(mask_mod(*idx), dtype=bool)
+    return s, raw, np.broadcast_to(full, (b, h, tq, tv)), idx
+
+
+def _reference_softmax_with_sinks(s, mask, sinks):
+    """Masked softmax over the last axis with per-head sink logits (H,) in the
+    denominator; returns (weights, sink weights (B, H, Tq))."""
+    if sinks is None:
+        return reference_masked_softmax(s, mask), None
+    b, h, tq, _ = s.shape
+    column = np.broadcast_to(np.asarray(sinks, np.float64).reshape(1, h, 1, 1), (b, h, tq, 1))
+    extended = np.concatenate([s, column], axis=-1)
+    ext_mask = np.concatenate([mask, np.ones((b, h, tq, 1), bool)], axis=-1)
+    w = reference_masked_softmax(extended, ext_mask)
+    return w[..., :-1], w[..., -1]
+
+
 def reference_attention(
     query,
     key,
@@ -187,39 +239,34 @@ def reference_attention(
     window=None,
     bias=None,
     scale=None,
+    score_mod=None,
+    score_mod_params=(),
+    mask_mod=None,
+    sinks=None,
 ):
     """Returns (output, weights) in float64, layouts as ``attnkit.ops.attention``
-    (``causal`` may also be an alignment name, see ``reference_mask``)."""
+    (``causal`` may also be an alignment name, see ``reference_mask``).
+
+    ``score_mod(score, b, h, q_idx, kv_idx, *score_mod_params)`` and
+    ``mask_mod(b, h, q_idx, kv_idx)`` are NumPy functions of the core's
+    convention (``reference_mod_indices``), applied to the (B, H, Tq, Tv)
+    logits after scale and bias; ``sinks`` (H,) joins every denominator."""
     q = np.asarray(query, dtype=np.float64)
     k = np.asarray(key, dtype=np.float64)
     v = np.asarray(value, dtype=np.float64)
     rank = q.ndim
     if rank == 3:
         q, k, v = q[:, :, None], k[:, :, None], v[:, :, None]
-    b, tq, h, d = q.shape
-    tv, hkv = k.shape[1], k.shape[2]
-    group = h // hkv
+    d = q.shape[-1]
     if scale is None:
         scale = 1.0 / np.sqrt(d) if score == "scaled_dot" else 1.0
-    full = reference_mask(tq, tv, causal=causal, window=window, alignment=alignment)[None, None]
-    if mask is not None:
-        full = full & _to_bhqk(mask, rank, h)
-    full = np.broadcast_to(full, (b, h, tq, tv))
-    add = np.zeros((1, h, 1, 1))
-    if bias is not None:
-        add = add + _to_bhqk(np.asarray(bias, dtype=np.float64), rank, h)
-    out = np.zeros((b, tq, h, v.shape[-1]))
-    weights = np.zeros((b, h, tq, tv))
-    for head in range(h):
-        qh = q[:, :, head]  # (B, Tq, D)
-        kh = k[:, :, head // group]
-        vh = v[:, :, head // group]
-        if score == "cosine":
-            qh, kh = _l2_normalize(qh), _l2_normalize(kh)
-        s = (qh @ kh.swapaxes(1, 2)) * scale + add[:, head]  # (B, Tq, Tv)
-        w = reference_masked_softmax(s, full[:, head])
-        weights[:, head] = w
-        out[:, :, head] = w @ vh
+    params = _f64(*score_mod_params)
+    s, _, full, _ = _reference_logits_and_mask(
+        q, k, score, scale, mask, causal, alignment, window, bias, rank, score_mod, params, mask_mod
+    )
+    weights, _ = _reference_softmax_with_sinks(s, full, sinks)
+    group = q.shape[2] // k.shape[2]
+    out = np.einsum("bhqk,bkhd->bqhd", weights, np.repeat(v, group, axis=2))
     if rank == 3:
         return out[:, :, 0], weights[:, 0]
     return out, weights
@@ -246,12 +293,19 @@ def reference_multi_head_attention(weights, query, value, key=None, **kwargs):
     return out + w["attention_output/bias"], attention_weights
 
 
-def reference_attention_gradients(query, key, value, cotangent, **kwargs):
+def reference_attention_gradients(
+    query, key, value, cotangent, *, score_mod_vjp=None, return_extras=False, **kwargs
+):
     """d sum(attention(q, k, v) * g) / d(q, k, v) in float64, from the equations.
 
     ``dV = Pᵀ G``, ``dP = G Vᵀ``, ``dS = P ⊙ (dP - rowsum(dP ⊙ P))``,
     ``dQ = c dS K``, ``dK = c dSᵀ Q``, for the dot and scaled-dot scores (c the
-    scale); ``kwargs`` as ``reference_attention`` (masks, bias, scale).
+    scale); ``kwargs`` as ``reference_attention`` (masks, bias, scale, mods,
+    sinks). With a ``score_mod``, ``score_mod_vjp(raw, b, h, q_idx, kv_idx,
+    *params, d_mod) -> (d_raw, d_params)`` is its hand-derived derivative: the
+    chain rule takes ``dS`` through it. A sink logit has value 0, so
+    ``d sink_h = -sum P_sink · rowsum(dP ⊙ P)``. With ``return_extras`` returns
+    ``(dq, dk, dv, d_sinks or None, d_params)``.
     """
     score = kwargs.get("score", "scaled_dot")
     if score not in ("dot", "scaled_dot"):
@@ -267,19 +321,43 @@ def reference_attention_gradients(query, key, value, cotangent, **kwargs):
     scale = kwargs.get("scale")
     if scale is None:
         scale = 1.0 / np.sqrt(d) if score == "scaled_dot" else 1.0
-    _, weights = reference_attention(q, k, v, **kwargs)  # (B, H, Tq, Tv)
-    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
-    for head in range(h):
-        kv = head // group
-        p = weights[:, head]  # (B, Tq, Tv)
-        gh = g[:, :, head]  # (B, Tq, Dv)
-        dv[:, :, kv] += p.swapaxes(1, 2) @ gh
-        dp = gh @ v[:, :, kv].swapaxes(1, 2)  # (B, Tq, Tv)
-        ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
-        dq[:, :, head] = scale * (ds @ k[:, :, kv])
-        dk[:, :, kv] += scale * (ds.swapaxes(1, 2) @ q[:, :, head])
+    params = _f64(*kwargs.get("score_mod_params", ()))
+    s, raw, full, idx = _reference_logits_and_mask(
+        q,
+        k,
+        score,
+        scale,
+        kwargs.get("mask"),
+        kwargs.get("causal", False),
+        kwargs.get("alignment"),
+        kwargs.get("window"),
+        kwargs.get("bias"),
+        4,
+        kwargs.get("score_mod"),
+        params,
+        kwargs.get("mask_mod"),
+    )
+    sinks = kwargs.get("sinks")
+    p, p_sink = _reference_softmax_with_sinks(s, full, sinks)  # (B, H, Tq, Tv)
+    vh = np.repeat(v, group, axis=2)  # (B, Tv, H, Dv)
+    kh = np.repeat(k, group, axis=2)
+    dvh = np.einsum("bhqk,bqhd->bkhd", p, g)
+    dp = np.einsum("bqhd,bkhd->bhqk", g, vh)
+    delta = np.sum(dp * p, axis=-1, keepdims=True)  # (B, H, Tq, 1)
+    ds = p * (dp - delta)
+    d_params = ()
+    if kwargs.get("score_mod") is not None:
+        ds, d_params = score_mod_vjp(raw, *idx, *params, ds)
+    dq = scale * np.einsum("bhqk,bkhd->bqhd", ds, kh)
+    dkh = scale * np.einsum("bhqk,bqhd->bkhd", ds, q)
+    b, tv = k.shape[0], k.shape[1]
+    dk = dkh.reshape(b, tv, h // group, group, d).sum(axis=3)
+    dv = dvh.reshape(b, tv, h // group, group, v.shape[-1]).sum(axis=3)
+    d_sinks = None if sinks is None else -np.sum(p_sink * delta[..., 0], axis=(0, 2))
     if squeeze:
         dq, dk, dv = dq[:, :, 0], dk[:, :, 0], dv[:, :, 0]
+    if return_extras:
+        return dq, dk, dv, d_sinks, tuple(d_params)
     return dq, dk, dv
 
 

@@ -1,0 +1,101 @@
+"""Calling ``score_mod`` and ``mask_mod`` on a block of the logits.
+
+The convention (FlexAttention's, Dong et al. 2024, in Keras' layout): both
+functions are written with ``keras.ops`` and see four int32 index tensors
+broadcastable to the block of logits ``(B, H, q, k)``:
+
+    batch (B, 1, 1, 1), head (1, H, 1, 1), q_idx (1, 1, q, 1), kv_idx (1, 1, 1, k)
+
+``head`` is the global query head ``h`` in ``[0, H)``; grouped heads are laid
+out as in Keras' ``GroupQueryAttention`` (query head ``h`` reads key/value head
+``h // (H // Hkv)``). ``q_idx`` counts query positions in the keys'
+coordinates, ``i + offset`` with the offset of ``alignment`` (bottom-right by
+default: ``i + Tv - Tq``, the placement ``causal=True`` uses), so a mod written
+for a whole sequence also serves a query step at the end of a key/value cache.
+
+    score_mod(score, batch, head, q_idx, kv_idx, *score_mod_params) -> score
+    mask_mod(batch, head, q_idx, kv_idx) -> bool, True = may attend
+
+``score`` is float32 (float64 for float64 inputs) and already scaled; the
+result must have its shape and a floating dtype. The core works in its grouped
+layout (B, Hkv, G, q, k); the head-major reshape to (B, H, q, k) is free.
+Blocks of the chunked path are padded to whole block sizes: the indices of
+padded rows and columns are clamped to the last real query and key, so a mod
+may index a table of length Tq or Tv with them (the padding is masked).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+def _static(dim):
+    return dim if isinstance(dim, int) else None
+
+
+def indices(batch, heads, q_pos, kv_pos):
+    """The four index tensors from ``q_pos`` (q,) and ``kv_pos`` (k,) int32."""
+    b = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1))  # (B, 1, 1, 1)
+    h = ops.reshape(ops.arange(heads, dtype="int32"), (1, -1, 1, 1))  # (1, H, 1, 1)
+    q = ops.reshape(ops.cast(q_pos, "int32"), (1, 1, -1, 1))  # (1, 1, q, 1)
+    kv = ops.reshape(ops.cast(kv_pos, "int32"), (1, 1, 1, -1))  # (1, 1, 1, k)
+    return b, h, q, kv
+
+
+def block_indices(batch, heads, q_start, q_len, k_start, k_len, *, offset, tq, tv):
+    """Indices of the block of queries ``q_start + [0, q_len)`` (counted from
+    0, before the offset) and keys ``k_start + [0, k_len)``, padding clamped."""
+    q_pos = ops.minimum(ops.arange(q_len, dtype="int32") + q_start, tq - 1) + offset
+    kv_pos = ops.minimum(ops.arange(k_len, dtype="int32") + k_start, tv - 1)
+    return indices(batch, heads, q_pos, kv_pos)
+
+
+def _to_heads(x):
+    """(B, Hkv, G, q, k) -> (B, H, q, k)."""
+    b, hkv, g, q, k = ops.shape(x)
+    return ops.reshape(x, (b, hkv * g, q, k))
+
+
+def apply_score_mod(score_mod, scores, idx, params=()):
+    """``score_mod`` on grouped logits (B, Hkv, G, q, k); returns the same layout."""
+    dtype = keras.backend.standardize_dtype(scores.dtype)
+    flat = _to_heads(scores)  # (B, H, q, k)
+    out = score_mod(flat, *idx, *params)
+    out_dtype = keras.backend.standardize_dtype(getattr(out, "dtype", type(out).__name__))
+    if "float" not in out_dtype:
+        raise ValueError(
+            "`score_mod` must return a floating-point tensor (the modified scores). "
+            f"Received: score_mod returned dtype {out_dtype}"
+        )
+    got, want = tuple(out.shape), tuple(flat.shape)
+    if len(got) != len(want) or any(
+        _static(g) is not None and _static(w) is not None and g != w
+        for g, w in zip(got, want, strict=True)
+    ):
+        raise ValueError(
+            f"`score_mod` must return scores of the shape it receives, {want}. "
+            f"Received: score_mod returned shape {got}"
+        )
+    return ops.reshape(ops.cast(out, dtype), ops.shape(scores))
+
+
+def evaluate_mask_mod(mask_mod, idx, heads, groups):
+    """``mask_mod`` at ``idx`` -> bool (B|1, Hkv|1, G|1, q|1, k|1)."""
+    out = mask_mod(*idx)
+    dtype = keras.backend.standardize_dtype(getattr(out, "dtype", type(out).__name__))
+    if dtype != "bool":
+        raise ValueError(
+            "`mask_mod` must return a boolean tensor (True = may attend). "
+            f"Received: mask_mod returned dtype {dtype}"
+        )
+    shape = tuple(out.shape)
+    if len(shape) != 4 or _static(shape[1]) not in (1, heads, None):
+        raise ValueError(
+            "`mask_mod` must return a rank-4 boolean tensor broadcastable to "
+            f"(B, H, q, k) with H={heads}. Received: mask_mod returned shape {shape}"
+        )
+    if shape[1] == 1:
+        return out[:, :, None]  # (B|1, 1, 1, q|1, k|1)
+    dyn = ops.shape(out)
+    return ops.reshape(out, (dyn[0], heads // groups, groups, dyn[2], dyn[3]))
