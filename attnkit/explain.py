@@ -392,40 +392,51 @@ def _as_inputs(inputs):
     return keras.tree.map_structure(ops.convert_to_tensor, inputs)
 
 
-def _gradient(fn, xs):
-    """``(value, aux), grads`` of the scalar ``fn(xs)[0]`` with respect to the list ``xs``."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+class _Perturbed(keras.Model):
+    """``forward(inputs, variables)`` with zero-initialised variables of ``shapes``.
 
-        (value, aux), grads = jax.value_and_grad(fn, has_aux=True)(xs)
-        return (value, aux), list(grads)
-    if backend == "tensorflow":
-        import tensorflow as tf
+    Its only trainable weights are those variables: the model under study is
+    reached through ``forward``'s closure, which Keras does not track.
+    """
 
-        xs = [tf.convert_to_tensor(x) for x in xs]
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            value, aux = fn(xs)
-        return (value, aux), tape.gradient(value, xs)
-    if backend == "torch":
-        import torch
-
-        xs = [x.detach().requires_grad_(True) for x in xs]
-        value, aux = fn(xs)
-        grads = torch.autograd.grad(value, xs, allow_unused=True)
-        return (value, aux), [
-            torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads, strict=True)
+    def __init__(self, forward, shapes):
+        super().__init__(name="attnkit_explain_perturbation")
+        self._forward_fn = forward
+        self.perturbations = [
+            self.add_weight(shape=s, initializer="zeros", name=f"delta_{i}", dtype="float32")
+            for i, s in enumerate(shapes)
         ]
-    raise ValueError(
-        f"Gradients need the jax, tensorflow or torch backend. Received: backend={backend!r}"
+
+    def call(self, inputs):
+        return self._forward_fn(inputs, list(self.perturbations))
+
+
+class _Negated(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return -y_pred
+
+
+def _sum_gradient(forward, inputs, shapes):
+    """d Σ_b forward(inputs, δ)[b] / dδ at δ = 0, one float64 array per shape.
+
+    Backend-agnostic: one step of plain SGD (learning rate 1, loss −Σ_b
+    forward) on a model whose only weights are the δs moves them from 0 to
+    exactly the gradient, with each backend's own autodiff inside Keras'
+    ``train_on_batch``.
+    """
+    model = _Perturbed(forward, shapes)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0),
+        loss=_Negated(reduction="sum"),
+        run_eagerly=True,
     )
+    batch = keras.tree.flatten(inputs)[0].shape[0]
+    model.train_on_batch(inputs, np.zeros((batch,), "float32"))
+    return [_f64(v) for v in model.perturbations]
 
 
-def _target_value(outputs, target):
-    """The scalar Σ_b y_b whose gradient is taken, and the class index used."""
-    if callable(target):
-        return ops.sum(target(outputs)), None
+def _target_index(outputs, target):
+    """The class of each example (B,) for an index ``target`` (None: the argmax)."""
     if len(outputs.shape) != 2:
         raise ValueError(
             "An integer `target` picks a class of (B, C) outputs; pass a callable "
@@ -433,16 +444,23 @@ def _target_value(outputs, target):
         )
     batch, classes = outputs.shape
     if target is None:
-        index = np.argmax(keras.ops.convert_to_numpy(outputs), axis=-1)
-    else:
-        index = np.broadcast_to(np.asarray(target), (batch,))
-        if not np.issubdtype(index.dtype, np.integer) or index.min() < 0 or index.max() >= classes:
-            raise ValueError(
-                f"`target` must be a class index in [0, {classes}) or one per example, or "
-                f"a callable. Received: target={target!r}"
-            )
-    one_hot = ops.one_hot(ops.convert_to_tensor(index.astype("int32")), classes)
-    return ops.sum(outputs * ops.cast(one_hot, outputs.dtype)), index
+        return np.argmax(keras.ops.convert_to_numpy(outputs), axis=-1)
+    index = np.broadcast_to(np.asarray(target), (batch,))
+    if not np.issubdtype(index.dtype, np.integer) or index.min() < 0 or index.max() >= classes:
+        raise ValueError(
+            f"`target` must be a class index in [0, {classes}) or one per example, or "
+            f"a callable. Received: target={target!r}"
+        )
+    return index
+
+
+def _target_values(outputs, target):
+    """y_b per example (B,): the target class's output, or ``target(outputs)``."""
+    if callable(target):
+        values = target(outputs)
+        return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
+    one_hot = ops.one_hot(ops.convert_to_tensor(np.asarray(target, "int32")), outputs.shape[-1])
+    return ops.sum(outputs * ops.cast(one_hot, outputs.dtype), axis=-1)  # (B,)
 
 
 def attention_gradients(model, inputs, target=None) -> dict:
@@ -452,7 +470,8 @@ def attention_gradients(model, inputs, target=None) -> dict:
     pass logits, not probabilities, as Chefer et al. do), or `Σ target(outputs)`
     for a callable. The gradient is taken by adding a zero tensor δ to each
     layer's weights inside its softmax hook (the forward pass is unchanged)
-    and differentiating with the backend's autodiff. Inference mode.
+    and differentiating with the backend's autodiff (through Keras'
+    `train_on_batch`, see `_sum_gradient`). Inference mode.
 
     Args:
         model: a built Keras model (functional, Sequential or subclassed) whose
@@ -470,22 +489,19 @@ def attention_gradients(model, inputs, target=None) -> dict:
         flattened), Attention's (B, Tq, Tv). A layer called twice gives
         `"name"` and `"name:1"`.
     """
-    inputs = _as_inputs(inputs)
     probe = _Probe()
-    outputs = _forward(model, inputs, probe)
-    if target is None or not callable(target):
-        _, target = _target_value(outputs, target)  # fixes the argmax class once
+    outputs = _forward(model, _as_inputs(inputs), probe)
+    if not callable(target):
+        target = _target_index(outputs, target)  # fixes the argmax class once
     shapes = [tuple(w.shape) for _, w in probe.records]
     names = _names(probe.records)
+    weights = [_f64(w) for _, w in probe.records]
 
-    def fn(deltas):
-        probe = _Probe(deltas=deltas)
-        value, _ = _target_value(_forward(model, inputs, probe), target)
-        return value, [w for _, w in probe.records]
+    def forward(batch, deltas):
+        return _target_values(_forward(model, batch, _Probe(deltas=deltas)), target)
 
-    zeros = [ops.zeros(s, "float32") for s in shapes]
-    (_, weights), grads = _gradient(fn, zeros)
-    return {name: (_f64(w), _f64(g)) for name, w, g in zip(names, weights, grads, strict=True)}
+    grads = _sum_gradient(forward, inputs, shapes)
+    return {name: (w, g) for name, w, g in zip(names, weights, grads, strict=True)}
 
 
 def _f64(x):
@@ -545,11 +561,10 @@ def head_importance(model, inputs, y_true, loss, method="mask") -> dict:
     """
     _checks.one_of(method, "method", ("mask", "gradient"))
     loss_fn = _loss_function(loss)
-    inputs = _as_inputs(inputs)
     y_true = ops.convert_to_tensor(y_true)
     probe = _Probe()
-    outputs = _forward(model, inputs, probe)
-    batch = outputs.shape[0]
+    outputs = _forward(model, _as_inputs(inputs), probe)
+    batch_size = outputs.shape[0]
     names = _names(probe.records)
     layers = [layer for layer, _ in probe.records]
     heads = [w.shape[1] if len(w.shape) == 4 else 1 for _, w in probe.records]
@@ -561,8 +576,8 @@ def head_importance(model, inputs, y_true, loss, method="mask") -> dict:
             )
 
     def mean_loss(gates):
-        y_pred = _forward(model, inputs, _Probe(gates=gates))
-        return ops.mean(_per_example(loss_fn(y_true, y_pred), batch))
+        y_pred = _forward(model, _as_inputs(inputs), _Probe(gates=gates))
+        return ops.mean(_per_example(loss_fn(y_true, y_pred), batch_size))
 
     if method == "mask":
         base = float(_f64(mean_loss({})))
@@ -576,15 +591,11 @@ def head_importance(model, inputs, y_true, loss, method="mask") -> dict:
             result[name] = np.asarray(values)
         return result
 
-    def fn(gates):
-        # Per-example gates (B, H): d Σ_x L(x) / d ξ[x, h] = d L(x) / d ξ_h.
-        probe = _Probe()
-        probe.gates = {}
-        for layer, gate in zip(layers, gates, strict=True):
-            probe.gates[id(layer)] = gate
-        with _probing(model, probe):
-            y_pred = model(inputs, training=False)
-        return ops.sum(_per_example(loss_fn(y_true, y_pred), batch)), None
+    def forward(batch, perturbations):
+        # Per-example gates 1 + ε (B, H): d Σ_x L(x) / d ε[x, h] = d L(x) / d ξ_h at ξ = 1.
+        gates = {id(layer): 1.0 + eps for layer, eps in zip(layers, perturbations, strict=True)}
+        y_pred = _forward(model, batch, _Probe(gates=gates))
+        return _per_example(loss_fn(y_true, y_pred), batch_size)
 
-    (_, _), grads = _gradient(fn, [ops.ones((batch, h), "float32") for h in heads])
-    return {name: np.abs(_f64(g)).mean(axis=0) for name, g in zip(names, grads, strict=True)}
+    grads = _sum_gradient(forward, inputs, [(batch_size, h) for h in heads])
+    return {name: np.abs(g).mean(axis=0) for name, g in zip(names, grads, strict=True)}
