@@ -305,3 +305,22 @@ def test_errors_of_the_model_functions():
     plain = keras.Model(plain_in, keras.layers.Dense(2)(plain_in), name="plain")
     with pytest.raises(ValueError, match=r"softmax hook.*Received: model='plain'"):
         explain.attention_gradients(plain, np.ones((2, 3), "float32"))
+
+
+def test_attention_gradients_of_a_subclassed_model():
+    """The gradient methods run the model eagerly: a subclassed model works too."""
+    model, x, mha_w, kernel, bias = _classifier("attnkit", seed=2)
+
+    class Net(keras.Model):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, inputs):
+            return self.inner(inputs)
+
+    net = Net(model)
+    got = explain.attention_gradients(net, x, target=0)
+    want_w, want_g = reference_classifier_gradient(x, mha_w, kernel, bias, 0)
+    np.testing.assert_allclose(got["mha"][0], want_w, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["mha"][1], want_g, rtol=1e-4, atol=1e-6)
