@@ -31,3 +31,52 @@ def padding_mask(query_mask, key_masks, heads_axis=False):
             mask = ops.cast(mask, "bool")
             result.append(mask[(slice(None),) + pad + (None, slice(None))])  # (B, .., 1, Tv)
     return masks_lib.combine_masks(*result)
+
+
+def _static_shape(x):
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        shape = ops.shape(ops.convert_to_tensor(x))
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def check_mask(mask, name, expected, legend):
+    """A ``ValueError`` naming ``name`` unless ``mask`` is None or has shape ``expected``.
+
+    ``expected`` is the shape it must have (None = any size), ``legend`` its
+    symbolic form, e.g. ``"(B, Tv)"``: a padding mask has its input's shape
+    without the feature axis.
+    """
+    if mask is None:
+        return
+    shape = _static_shape(mask)
+    expected = tuple(expected)
+    if len(shape) != len(expected) or any(
+        e is not None and s is not None and e != s for e, s in zip(expected, shape, strict=False)
+    ):
+        raise ValueError(
+            f"`{name}` must have shape {legend} = {expected}. Received: {name}.shape={shape}"
+        )
+
+
+def check_attention_mask(mask, name, batch, heads, query_length, key_length):
+    """A ``ValueError`` naming ``name`` unless ``mask`` broadcasts to (B, [H,] Tq, Tv).
+
+    Accepted ranks are 2 (Tq, Tv), 3 (B, Tq, Tv) and 4 (B, H, Tq, Tv); each
+    axis has its size or 1.
+    """
+    if mask is None:
+        return
+    shape = _static_shape(mask)
+    full = {2: (query_length, key_length), 3: (batch, query_length, key_length)}
+    full[4] = (batch, heads, query_length, key_length)
+    expected = full.get(len(shape))
+    if expected is None or any(
+        e is not None and s is not None and s not in (1, e)
+        for e, s in zip(expected, shape, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}` must be broadcastable to (B, [H,] Tq, Tv) = "
+            f"({batch}, [{heads},] {query_length}, {key_length}). "
+            f"Received: {name}.shape={shape}"
+        )

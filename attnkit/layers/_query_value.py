@@ -33,6 +33,8 @@ import inspect
 import keras
 from keras import ops
 
+from attnkit.layers._base import check_mask
+
 _LEGEND = {
     "query": "(B, Tq, Dq)",
     "value": "(B, Tv, Dv)",
@@ -94,6 +96,15 @@ class QueryValueInputsMixin:
             raise ValueError(
                 f"{layer} mask must be a list {_forms(mask_names)}. Received: mask={mask!r}"
             )
+        if mask is not None:
+            # Each mask has its input's shape without the feature axis.
+            for i, (m, shape) in enumerate(zip(mask, shapes, strict=False)):
+                legend = _LEGEND.get(names[i], "(B, T, D)").rsplit(",", 1)[0] + ")"
+                if not self._any_batch_rank or len(shape) == 3:
+                    legend = f"{legend} (the {names[i]} mask)"
+                else:
+                    legend = f"{names[i]}.shape[:-1] (the {names[i]} mask)"
+                check_mask(m, f"mask[{i}]", shape[:-1], legend)
         return shapes
 
     def _unpack_inputs(self, inputs, mask=None):

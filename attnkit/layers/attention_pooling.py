@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from attnkit import _checks
+from attnkit.layers import _base
 from attnkit.ops import pooling
 
 SCORES = ("han", "feedforward")
@@ -182,6 +183,7 @@ class AttentionPooling(keras.layers.Layer):
                 )
 
     def call(self, inputs, mask=None, training=None, return_attention_scores=False):
+        _base.check_mask(mask, "mask", tuple(inputs.shape)[:-1], "(B, T)")
         dtype = inputs.dtype
         kernel = ops.cast(self.kernel, dtype)
         bias = None if self.bias is None else ops.cast(self.bias, dtype)

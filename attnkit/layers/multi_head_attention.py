@@ -341,6 +341,9 @@ class MultiHeadAttention(keras.layers.Layer):
     ):
         key = value if key is None else key
         layout = self._layout
+        self._check_masks(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask, cache
+        )
         kv_cache.validate(
             cache,
             cache_update_index,
@@ -392,6 +395,28 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs.append(cache)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _check_masks(
+        self, query, value, key, query_mask, value_mask, key_mask, attention_mask, cache
+    ):
+        """ValueErrors naming the mask argument whose shape does not fit the inputs."""
+        standard = self._layout.standard
+        for mask, name, x, legend in (
+            (query_mask, "query_mask", query, "(B, Tq)" if standard else "query.shape[:-1]"),
+            (value_mask, "value_mask", value, "(B, Tv)" if standard else "value.shape[:-1]"),
+            (key_mask, "key_mask", key, "(B, Tv)" if standard else "key.shape[:-1]"),
+        ):
+            _base.check_mask(mask, name, tuple(x.shape)[:-1], legend)
+        if self._layout.standard:
+            tv = key.shape[1] if cache is None else cache.shape[2]
+            _base.check_attention_mask(
+                attention_mask,
+                "attention_mask",
+                query.shape[0],
+                self._num_heads,
+                query.shape[1],
+                tv,
+            )
 
     def _compute_attention_mask(
         self,
