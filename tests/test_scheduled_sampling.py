@@ -80,7 +80,7 @@ def test_coin_flips_have_probability_p():
         assert abs(later.mean() - p) <= 4 * np.sqrt(p * (1 - p) / 5000) + 1e-9
 
 
-def test_trains_under_fit():
+def test_trains_under_fit_and_reloads(tmp_path):
     keras.utils.set_random_seed(0)
     x = keras.Input((TX,), dtype="int32")
     y_in = keras.Input((TY,), dtype="int32")
@@ -108,6 +108,14 @@ def test_trains_under_fit():
     history = model.fit([xs, ys_in], ys, epochs=3, batch_size=16, verbose=0, shuffle=False)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    config = sched.get_config()
+    assert ScheduledSamplingCell.from_config(config).get_config() == config
+    path = str(tmp_path / "scheduled.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)  # safe mode, no custom_objects
+    np.testing.assert_allclose(
+        to_np(reloaded([xs, ys_in])), to_np(model([xs, ys_in])), rtol=0, atol=1e-6
+    )
 
 
 def test_errors():

@@ -11,16 +11,18 @@ from attnkit.ops import counter_noise
 _CHOICE_STREAM = 0x5BD1E995  # xor-ed into the seed: the coin flips' own noise
 
 
+@keras.saving.register_keras_serializable(package="attnkit")
 class _SamplingSeeds(keras.layers.Layer):
     """Draws per-example seeds ``(B, counter_noise.STATE_SIZE)`` outside the loop.
 
     A layer, so that the draw is a node of a functional model (run at every
     call, where a ``SeedGenerator`` works on every backend) and its
-    generator's state is tracked.
+    generator's state is tracked. Registered: it is a node of the saved graph.
     """
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
+        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.built = True
 
@@ -29,6 +31,9 @@ class _SamplingSeeds(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], counter_noise.STATE_SIZE)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 def _seed_and_counter(noise_state):
