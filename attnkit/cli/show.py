@@ -265,14 +265,13 @@ def _text_examples(model, spec, texts, batch_size):
     feeds = {spec["input"]: x}
     outputs = None
     if decoder is not None:
-        import keras
-
         steps = int(decoder["length"])
         tokens = np.full((len(x), steps), decoder["start_id"], dtype="int32")
         predicted = np.zeros((len(x), steps), dtype="int64")
         for t in range(steps):  # greedy: each step reads the previous prediction
-            probs = keras.ops.convert_to_numpy(
-                model({spec["input"]: x, decoder["input"]: tokens}, training=False)
+            # predict: one compiled function for all steps (eager JAX is slow).
+            probs = model.predict(
+                {spec["input"]: x, decoder["input"]: tokens}, batch_size=batch_size, verbose=0
             )  # (N, Ty, V)
             predicted[:, t] = probs[:, t].argmax(-1)
             if t + 1 < steps:
