@@ -17,7 +17,7 @@ from conftest import to_numpy
 from attnkit.ops import mods
 from attnkit.testing import mods_reference as ref
 
-B, H, TQ, TV = 2, 4, 5, 7
+B, H, TQ, TV = 2, 4, 12, 40  # one grid: queries at key positions 28..39
 ATOL = 1e-5  # float32 scores of order 1 (and biases up to ~10) against float64
 
 
@@ -94,12 +94,12 @@ def test_t5_bucket_hand_values_of_the_t5_formula():
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_t5_relative_bias_equals_reference(bidirectional, rng):
-    s = _scores(rng, tq=6, tv=40)
+    s = _scores(rng)
     table = rng.normal(size=(8, H)).astype("float32")
-    mod = mods.t5_relative_bias(8, 20, bidirectional)
+    mod = mods.t5_relative_bias(8, 20, bidirectional)  # keys 0..39, queries 28..39
     t = keras.ops.convert_to_tensor
-    out = to_numpy(mod(t(s), *_grid(tq=6, tv=40), t(table)))
-    expected = s + ref.reference_t5_bias(table, 6, 40, 8, 20, bidirectional)[None]
+    out = to_numpy(mod(t(s), *_grid(), t(table)))
+    expected = s + ref.reference_t5_bias(table, TQ, TV, 8, 20, bidirectional)[None]
     np.testing.assert_allclose(out, expected, atol=ATOL)
 
 
@@ -114,19 +114,17 @@ def test_soft_cap_equals_reference(rng):
 
 
 def test_compose_scores_applies_left_to_right_and_routes_params(rng):
-    s = 4 * _scores(rng, tq=6, tv=40)
+    s = 4 * _scores(rng)
     table = rng.normal(size=(8, H)).astype("float32")
     mod = mods.compose_scores(mods.alibi(H), mods.t5_relative_bias(8, 20), mods.soft_cap(3.0))
     assert mod.num_params == 1
     t = keras.ops.convert_to_tensor
-    out = to_numpy(mod(t(s), *_grid(tq=6, tv=40), t(table)))
-    biased = s + ref.reference_alibi_bias(H, 6, 40) + ref.reference_t5_bias(table, 6, 40, 8, 20)
+    out = to_numpy(mod(t(s), *_grid(), t(table)))
+    biased = s + ref.reference_alibi_bias(H, TQ, TV) + ref.reference_t5_bias(table, TQ, TV, 8, 20)
     np.testing.assert_allclose(out, ref.reference_soft_cap(biased, 3.0), atol=ATOL)
     # The cap first, then ALiBi: a different function.
-    other = to_numpy(
-        mods.compose_scores(mods.soft_cap(3.0), mods.alibi(H))(t(s), *_grid(tq=6, tv=40))
-    )
-    expected = ref.reference_soft_cap(s, 3.0) + ref.reference_alibi_bias(H, 6, 40)
+    other = to_numpy(mods.compose_scores(mods.soft_cap(3.0), mods.alibi(H))(t(s), *_grid()))
+    expected = ref.reference_soft_cap(s, 3.0) + ref.reference_alibi_bias(H, TQ, TV)
     np.testing.assert_allclose(other, expected, atol=ATOL)
 
 
@@ -154,38 +152,40 @@ def test_position_masks_equal_references():
             ref.reference_sliding_window(TQ, TV, window)[0],
         )
     for window, dilation in ((1, 3), (2, 2), (3, 2), (2, 1)):
-        got = _mask(mods.dilated_sliding_window(window, dilation), tq=9, tv=12)[0, 0]
+        got = _mask(mods.dilated_sliding_window(window, dilation))[0, 0]
         np.testing.assert_array_equal(
-            got, ref.reference_dilated_sliding_window(9, 12, window, dilation)[0]
+            got, ref.reference_dilated_sliding_window(TQ, TV, window, dilation)[0]
         )
     for window, sinks in ((2, 0), (2, 2), (1, 4)):
-        got = _mask(mods.sliding_window_with_sinks(window, sinks), tq=9, tv=12)[0, 0]
+        got = _mask(mods.sliding_window_with_sinks(window, sinks))[0, 0]
         np.testing.assert_array_equal(
-            got, ref.reference_sliding_window_with_sinks(9, 12, window, sinks)[0]
+            got, ref.reference_sliding_window_with_sinks(TQ, TV, window, sinks)[0]
         )
 
 
 def test_dilated_window_of_one_is_the_sliding_window():
-    a = _mask(mods.dilated_sliding_window(3, 1), tq=9, tv=12)
-    b = _mask(mods.sliding_window(3), tq=9, tv=12)
+    a = _mask(mods.dilated_sliding_window(3, 1))
+    b = _mask(mods.sliding_window(3))
     np.testing.assert_array_equal(a, b)
 
 
-SEGMENTS = np.array([[0, 0, 0, 1, 1, 2, 2], [5, 5, 5, 5, 5, 7, 7]], dtype="int32")  # (B, Tv)
+SEGMENTS = np.array(
+    [[0] * 20 + [1] * 10 + [2] * 6 + [3] * 4, [5] * 30 + [7] * 10], dtype="int32"
+)  # (B, Tv)
 
 
 def test_document_mask_equals_reference():
-    got = _mask(mods.document_mask(SEGMENTS))  # queries at key positions 2..6
+    got = _mask(mods.document_mask(SEGMENTS))
     expected = ref.reference_document_mask(SEGMENTS)[:, TV - TQ :]
     np.testing.assert_array_equal(got[:, 0], expected)
     # Queries of their own: query i reads query_segment_ids[:, i].
-    q_ids = np.array([[2, 0, 1, 1, 9], [7, 7, 5, 5, 5]], dtype="int64")
+    q_ids = np.array([[2, 0, 1, 1, 9, 3] * 2, [7, 7, 5, 5, 5, 6] * 2], dtype="int64")
     got = _mask(mods.document_mask(SEGMENTS, q_ids))
     np.testing.assert_array_equal(got[:, 0], ref.reference_document_mask(SEGMENTS, q_ids))
 
 
 def test_prefix_lm_equals_reference():
-    for prefix in (0, 3, np.array([6, 1], dtype="int32")):
+    for prefix in (0, 33, np.array([39, 30], dtype="int32")):
         got = _mask(mods.prefix_lm(prefix))
         expected = ref.reference_prefix_lm(prefix, B, TQ, TV)
         np.testing.assert_array_equal(np.broadcast_to(got[:, 0], expected.shape), expected)
@@ -217,7 +217,7 @@ BAD = [
     (lambda: mods.sliding_window_with_sinks(4, -2), r"`num_sinks` must be .* num_sinks=-2"),
     (
         lambda: mods.document_mask(SEGMENTS[0]),
-        r"`segment_ids` must be an integer tensor of shape \(B, T\)\. .*shape=\(7,\)",
+        r"`segment_ids` must be an integer tensor of shape \(B, T\)\. .*shape=\(40,\)",
     ),
     (
         lambda: mods.document_mask(SEGMENTS.astype("float32")),
@@ -226,7 +226,7 @@ BAD = [
     (lambda: mods.document_mask("abc"), r"`segment_ids` must be .* Received: segment_ids"),
     (
         lambda: mods.document_mask(SEGMENTS, SEGMENTS[:1]),
-        r"`query_segment_ids` must have the batch size .* 2\. Received: .*shape=\(1, 7\)",
+        r"`query_segment_ids` must have the batch size .* 2\. Received: .*shape=\(1, 40\)",
     ),
     (
         lambda: mods.prefix_lm(-1),
@@ -286,3 +286,186 @@ def test_bad_shapes_at_call_time_are_named(rng):
         ValueError, match=r"`score_mod_params` must hold the 1 params .* Received: 0 params"
     ):
         mod(s, *_grid())
+
+
+# Through the core -------------------------------------------------------------
+
+T, HQ, HKV, D = 24, 4, 2, 8
+BLOCK = (8, 8)  # 3 x 3 blocks: some hidden, some whole, some cut by the masks
+DOCS = np.array([[0] * 10 + [1] * 6 + [2] * 8, [3] * 24], dtype="int32")  # (B, T)
+T5_ARGS = (8, 20, False)  # num_buckets, max_distance, bidirectional (causal use)
+CAP, WINDOW = 5.0, 9
+GRAD_TOL = 2e-5  # float32 gradients of order 1 against float64
+
+
+def _core_inputs(rng, tq=T):
+    q = rng.normal(size=(B, tq, HQ, D)).astype("float32")
+    k, v = (rng.normal(size=(B, T, HKV, D)).astype("float32") for _ in range(2))
+    table = rng.normal(size=(T5_ARGS[0], HQ)).astype("float32")
+    return q, k, v, table
+
+
+def _composed():
+    """ALiBi + T5 bias + soft cap, and document mask + sliding window."""
+    score_mod = mods.compose_scores(
+        mods.alibi(HQ), mods.t5_relative_bias(*T5_ARGS), mods.soft_cap(CAP)
+    )
+    mask_mod = mods.and_masks(mods.document_mask(DOCS), mods.sliding_window(WINDOW))
+    return score_mod, mask_mod
+
+
+def _composed_reference(q, k, v, table, g=None):
+    tq = q.shape[1]
+    bias = ref.reference_alibi_bias(HQ, tq, T) + ref.reference_t5_bias(table, tq, T, *T5_ARGS)
+    doc = ref.reference_document_mask(DOCS)[:, T - tq :]  # queries at the last tq positions
+    mask = ref.reference_causal_mask(tq, T) & ref.reference_sliding_window(tq, T, WINDOW) & doc
+    return ref.reference_modded_attention(
+        q, k, v, bias=bias[None], cap=CAP, mask=mask[:, None], cotangent=g
+    )
+
+
+def _forward(fn, *tensors):
+    """``fn(*tensors)`` as NumPy; on JAX one compiled program (faster than op by op)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        fn = jax.jit(fn)
+    return to_numpy(fn(*tensors))
+
+
+def _gradients(fn, tensors, g):
+    """(out, grads of sum(fn(*tensors) * g) w.r.t. each tensor) on this backend."""
+    backend = keras.backend.backend()
+
+    def loss(*xs):
+        out = fn(*xs)
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(g)), out
+
+    if backend == "jax":
+        import jax
+
+        argnums = tuple(range(len(tensors)))  # one compiled program, not op by op
+        step = jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))
+        (_, out), grads = step(*tensors)
+        return np.asarray(out), [np.asarray(x) for x in grads]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xs = [tf.constant(x) for x in tensors]
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            value, out = loss(*xs)
+        return out.numpy(), [tf.convert_to_tensor(x).numpy() for x in tape.gradient(value, xs)]
+    import torch
+
+    xs = [torch.tensor(x, requires_grad=True) for x in tensors]
+    value, out = loss(*xs)
+    value.backward()
+    return out.detach().numpy(), [x.grad.numpy() for x in xs]
+
+
+@pytest.mark.parametrize("implementation", ["naive", "chunked"])
+def test_composed_mods_forward_and_gradients_equal_reference(implementation, rng):
+    from attnkit.ops import attention
+
+    q, k, v, table = _core_inputs(rng)
+    g = rng.normal(size=(B, T, HQ, D)).astype("float32")
+    score_mod, mask_mod = _composed()
+    block = BLOCK if implementation == "chunked" else None
+
+    def fn(q, k, v, table):
+        return attention(
+            q,
+            k,
+            v,
+            causal=True,
+            score_mod=score_mod,
+            score_mod_params=(table,),
+            mask_mod=mask_mod,
+            implementation=implementation,
+            block_size=block,
+        )
+
+    out, (dq, dk, dv, dtable) = _gradients(fn, (q, k, v, table), g)
+    expected, _, (rq, rk, rv, dbias) = _composed_reference(q, k, v, table, g)
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+    np.testing.assert_allclose(dq, rq, atol=GRAD_TOL)
+    np.testing.assert_allclose(dk, rk, atol=GRAD_TOL)
+    np.testing.assert_allclose(dv, rv, atol=GRAD_TOL)
+    rtable = ref.reference_t5_table_gradient(dbias, *T5_ARGS)
+    assert np.abs(rtable).max() > 0.1  # the table's gradient is not trivially zero
+    np.testing.assert_allclose(dtable, rtable, atol=GRAD_TOL)
+
+
+def test_a_decoding_step_at_the_end_of_the_cache_sees_the_same_mods(rng):
+    from attnkit.ops import attention
+
+    q, k, v, table = _core_inputs(rng)
+    score_mod, mask_mod = _composed()
+    kwargs = dict(causal=True, score_mod=score_mod, score_mod_params=(table,), mask_mod=mask_mod)
+
+    def step(q, k, v):
+        return attention(q, k, v, implementation="chunked", block_size=BLOCK, **kwargs)
+
+    # The reference places the 3 queries at key positions 21..23, as the full
+    # sequence's last rows (which test_composed_mods_forward_... checks).
+    expected = _composed_reference(q[:, -3:], k, v, table)[0]
+    np.testing.assert_allclose(_forward(step, q[:, -3:], k, v), expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("implementation", ["naive", "chunked"])
+def test_mask_mods_through_the_core(implementation, rng):
+    # One mask mod per head (so the core's per-head mask path runs too): prefix-LM,
+    # dilated window, StreamingLLM's window with sinks (causal), and their OR.
+    from attnkit.ops import attention
+
+    q, k, v, _ = _core_inputs(rng)
+    prefix = mods.prefix_lm(np.array([5, 13], "int32"))
+    dilated = mods.dilated_sliding_window(3, 4)
+    sinks = mods.and_masks(mods.causal_mask(), mods.sliding_window_with_sinks(4, 2))
+    per_head = [prefix, dilated, sinks, mods.or_masks(dilated, sinks)]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        out = per_head[-1](b, h, q_idx, kv_idx)
+        for i in (2, 1, 0):
+            out = keras.ops.where(h == i, per_head[i](b, h, q_idx, kv_idx), out)
+        return out  # (B, H, q, k)
+
+    dil = ref.reference_dilated_sliding_window(T, T, 3, 4)
+    snk = ref.reference_causal_mask(T, T) & ref.reference_sliding_window_with_sinks(T, T, 4, 2)
+    masks = [ref.reference_prefix_lm([5, 13], B, T, T), dil, snk, dil | snk]
+    mask = np.stack([np.broadcast_to(m, (B, T, T)) for m in masks], axis=1)  # (B, H, T, T)
+    block = BLOCK if implementation == "chunked" else None
+    out = _forward(
+        lambda q, k, v: attention(
+            q, k, v, mask_mod=mask_mod, implementation=implementation, block_size=block
+        ),
+        q,
+        k,
+        v,
+    )
+    expected, _ = ref.reference_modded_attention(q, k, v, mask=mask)
+    np.testing.assert_allclose(out, expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("implementation", ["naive", "chunked"])
+def test_queries_of_a_document_without_keys_get_zeros_not_nan(implementation, rng):
+    from attnkit.ops import attention
+
+    q, k, v, _ = _core_inputs(rng, tq=8)
+    q_ids = np.array([[0, 1, 9, 2, 9, 9, 0, 1], [3, 3, 3, 4, 3, 3, 3, 3]], dtype="int32")
+    mask_mod = mods.document_mask(DOCS, q_ids)  # ids 4 and 9 have no key
+    block = BLOCK if implementation == "chunked" else None
+
+    def fn(q, k, v):
+        return attention(
+            q, k, v, mask_mod=mask_mod, implementation=implementation, block_size=block
+        )
+
+    out = _forward(fn, q, k, v)
+    assert np.isfinite(out).all()
+    assert not out[0, 2].any() and not out[1, 3].any()
+    expected, _ = ref.reference_modded_attention(
+        q, k, v, mask=ref.reference_document_mask(DOCS, q_ids)[:, None]
+    )
+    np.testing.assert_allclose(out, expected, atol=ATOL)

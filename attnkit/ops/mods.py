@@ -128,7 +128,7 @@ def alibi(num_heads: int):
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import alibi
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
-    >>> attention(q, q, q, causal=True, score_mod=alibi(4)).shape
+    >>> tuple(attention(q, q, q, causal=True, score_mod=alibi(4)).shape)
     (2, 16, 4, 8)
 
     References:
@@ -255,7 +255,7 @@ def t5_relative_bias(num_buckets=32, max_distance=128, bidirectional=True):
     >>> from attnkit.ops.mods import t5_relative_bias
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
     >>> table = np.zeros((32, 4), "float32")  # a keras Variable in a layer
-    >>> attention(q, q, q, score_mod=t5_relative_bias(), score_mod_params=(table,)).shape
+    >>> tuple(attention(q, q, q, score_mod=t5_relative_bias(), score_mod_params=(table,)).shape)
     (2, 16, 4, 8)
 
     References:
@@ -307,7 +307,7 @@ def soft_cap(cap):
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import soft_cap
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
-    >>> attention(q, q, q, causal=True, score_mod=soft_cap(50.0)).shape
+    >>> tuple(attention(q, q, q, causal=True, score_mod=soft_cap(50.0)).shape)
     (2, 16, 4, 8)
 
     References:
@@ -366,7 +366,7 @@ def compose_scores(*mods):
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
     >>> mod = compose_scores(alibi(4), t5_relative_bias(), soft_cap(50.0))
     >>> table = np.zeros((32, 4), "float32")
-    >>> attention(q, q, q, causal=True, score_mod=mod, score_mod_params=(table,)).shape
+    >>> tuple(attention(q, q, q, causal=True, score_mod=mod, score_mod_params=(table,)).shape)
     (2, 16, 4, 8)
     """
     _check_mods(mods, "mods")
@@ -406,7 +406,7 @@ def causal_mask():
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import causal_mask
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
-    >>> attention(q, q, q, mask_mod=causal_mask()).shape
+    >>> tuple(attention(q, q, q, mask_mod=causal_mask()).shape)
     (2, 16, 4, 8)
     """
 
@@ -435,7 +435,7 @@ def sliding_window(window: int):
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import sliding_window
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
-    >>> attention(q, q, q, causal=True, mask_mod=sliding_window(4)).shape
+    >>> tuple(attention(q, q, q, causal=True, mask_mod=sliding_window(4)).shape)
     (2, 16, 4, 8)
     """
     window = _checks.positive_int(window, "window")
@@ -467,7 +467,7 @@ def dilated_sliding_window(window: int, dilation: int):
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import dilated_sliding_window
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
-    >>> attention(q, q, q, causal=True, mask_mod=dilated_sliding_window(3, 2)).shape
+    >>> tuple(attention(q, q, q, causal=True, mask_mod=dilated_sliding_window(3, 2)).shape)
     (2, 16, 4, 8)
 
     References:
@@ -507,7 +507,7 @@ def sliding_window_with_sinks(window: int, num_sinks: int = 4):
     >>> from attnkit.ops.mods import sliding_window_with_sinks
     >>> q = np.random.randn(2, 16, 4, 8).astype("float32")
     >>> mod = sliding_window_with_sinks(4, num_sinks=2)
-    >>> attention(q, q, q, causal=True, mask_mod=mod).shape
+    >>> tuple(attention(q, q, q, causal=True, mask_mod=mod).shape)
     (2, 16, 4, 8)
 
     References:
@@ -552,7 +552,7 @@ def document_mask(segment_ids, query_segment_ids=None):
     >>> from attnkit.ops.mods import document_mask
     >>> q = np.random.randn(2, 8, 4, 8).astype("float32")
     >>> ids = np.array([[0, 0, 0, 1, 1, 2, 2, 2], [0, 0, 0, 0, 1, 1, 1, 1]])
-    >>> attention(q, q, q, causal=True, mask_mod=document_mask(ids)).shape
+    >>> tuple(attention(q, q, q, causal=True, mask_mod=document_mask(ids)).shape)
     (2, 8, 4, 8)
     """
     what = "an integer tensor of shape (B, T)"
@@ -601,7 +601,7 @@ def prefix_lm(prefix_lengths):
     >>> from attnkit.ops import attention
     >>> from attnkit.ops.mods import prefix_lm
     >>> q = np.random.randn(2, 8, 4, 8).astype("float32")
-    >>> attention(q, q, q, mask_mod=prefix_lm(np.array([3, 5]))).shape
+    >>> tuple(attention(q, q, q, mask_mod=prefix_lm(np.array([3, 5]))).shape)
     (2, 8, 4, 8)
     """
     if isinstance(prefix_lengths, (int, bool)):
