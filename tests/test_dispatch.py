@@ -51,6 +51,31 @@ def test_auto_never_picks_fused_for_what_it_cannot_do():
     assert cosine == "chunked"
 
 
+def test_auto_never_picks_fused_for_mods_or_sinks():
+    def mod(score, b, h, q, kv):
+        return score
+
+    for kwargs in (
+        {"score_mod": mod},
+        {"mask_mod": lambda b, h, q, kv: q >= kv},
+        {"sinks": np.zeros((2,), "float32")},
+    ):
+        assert _auto(_problem(64, 64, **kwargs)) == "naive"
+        assert _auto(_problem(2048, 2048, **kwargs)) == "chunked"
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the fused kernel is only auto's on TF")
+def test_auto_counts_the_backward_memory_under_a_tape():
+    import tensorflow as tf
+
+    problem = _problem(8192, 8192, heads=8)
+    assert _auto(problem) == "fused"  # 2**29 scores: fine for a forward
+    with tf.GradientTape():
+        assert _auto(problem) == "chunked"  # its backward would keep them
+        small = 2**13  # heads=1: 2**26 scores, within the gradient budget
+        assert _auto(_problem(small, small, heads=1)) == "fused"
+
+
 @pytest.mark.parametrize("impl", ("naive", "chunked", "fused"))
 def test_explicit_choice_is_kept(impl):
     assert dispatch.choose(_problem(8, 8), impl, False, False) == impl

@@ -115,3 +115,121 @@ CASES = [
 def test_bad_arguments_raise_value_error(name, call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call()
+
+
+# score_mod / mask_mod / sinks / block_mask (issue 17) ------------------------
+
+
+def _wrong_shape(score, b, h, q, kv):
+    return score[..., :1]
+
+
+def _wrong_dtype(score, b, h, q, kv):
+    return q - kv  # int32
+
+
+def _not_boolean(b, h, q, kv):
+    return q - kv
+
+
+def _causal(b, h, q, kv):
+    return q >= kv
+
+
+def _block_mask(**kwargs):
+    from attnkit.ops import block_mask
+
+    sizes = dict(batch=1, heads=1, q_len=5, kv_len=7)
+    sizes.update(kwargs)
+    return block_mask(_causal, **sizes, block_size=(4, 4))
+
+
+MOD_CASES = [
+    (
+        "score_mod-shape",
+        lambda impl: attention(Q4, K4, K4, score_mod=_wrong_shape, implementation=impl),
+        r"`score_mod` must return scores of the shape.*Received: score_mod returned shape",
+    ),
+    (
+        "score_mod-dtype",
+        lambda impl: attention(Q4, K4, K4, score_mod=_wrong_dtype, implementation=impl),
+        r"`score_mod` must return a floating-point.*Received: score_mod returned dtype int32",
+    ),
+    (
+        "mask_mod-dtype",
+        lambda impl: attention(Q4, K4, K4, mask_mod=_not_boolean, implementation=impl),
+        r"`mask_mod` must return a boolean.*Received: mask_mod returned dtype int32",
+    ),
+    (
+        "score_mod-callable",
+        lambda impl: attention(Q4, K4, K4, score_mod=3, implementation=impl),
+        r"`score_mod` must be a callable or None. Received: score_mod=3",
+    ),
+    (
+        "params-without-mod",
+        lambda impl: attention(Q4, K4, K4, score_mod_params=(t(4),), implementation=impl),
+        r"`score_mod_params`.*Received: score_mod=None",
+    ),
+    (
+        "sinks-shape",
+        lambda impl: attention(Q4, K4, K4, sinks=t(2), implementation=impl),
+        r"`sinks` must have shape \(H,\) = \(4,\).*Received: sinks.shape=\(2,\)",
+    ),
+    (
+        "block_mask-length",
+        lambda impl: attention(Q4, K4, K4, block_mask=_block_mask(kv_len=9), implementation=impl),
+        r"`block_mask` was built for kv_len=9 but the inputs have kv_len=7",
+    ),
+    (
+        "block_mask-batch",
+        lambda impl: attention(Q4, K4, K4, block_mask=_block_mask(batch=3), implementation=impl),
+        r"`block_mask` was built for batch=3 but the inputs have batch=2",
+    ),
+    (
+        "block_mask-type",
+        lambda impl: attention(Q4, K4, K4, block_mask="causal", implementation=impl),
+        r"`block_mask` must be an attnkit.ops.block_mask\(\.\.\.\) result.*block_mask='causal'",
+    ),
+    (
+        "block_mask-alignment",
+        lambda impl: attention(
+            Q4, K4, K4, block_mask=_block_mask(), alignment="top_left", implementation=impl
+        ),
+        r"`block_mask` was built for another alignment",
+    ),
+    (
+        "block_mask-block_size",
+        lambda impl: attention(
+            Q4, K4, K4, block_mask=_block_mask(), block_size=(2, 2), implementation=impl
+        ),
+        r"`block_size` must equal the block mask's block size \(4, 4\).*block_size=\(2, 2\)",
+    ),
+    (
+        "fused-with-mods",
+        lambda impl: attention(Q4, K4, K4, mask_mod=_causal, implementation="fused"),
+        r"implementation='fused' cannot serve this call: it has no score_mod",
+    ),
+]
+CHUNKED_ONLY = {"block_mask-alignment", "block_mask-block_size"}
+
+
+@pytest.mark.parametrize("impl", ("naive", "chunked"))
+@pytest.mark.parametrize("name,call,pattern", MOD_CASES, ids=[c[0] for c in MOD_CASES])
+def test_bad_mods_raise_value_error(name, call, pattern, impl):
+    if impl == "naive" and name in CHUNKED_ONLY:
+        pytest.skip("checked where the chunked path uses the block mask")
+    with pytest.raises(ValueError, match=pattern):
+        call(impl)
+
+
+def test_block_mask_arguments():
+    from attnkit.ops import block_mask
+
+    with pytest.raises(ValueError, match=r"`mask_mod` must be a callable. Received: mask_mod=1"):
+        block_mask(1, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"`q_len` must be a positive integer. Received: q_len=0"):
+        block_mask(_causal, 1, 1, 0, 4)
+    with pytest.raises(ValueError, match=r"`block_size` must be a pair.*block_size=\(4,\)"):
+        block_mask(_causal, 1, 1, 4, 4, block_size=(4,))
+    with pytest.raises(ValueError, match=r"`mask_mod` must return a boolean"):
+        block_mask(_not_boolean, 1, 1, 4, 4)

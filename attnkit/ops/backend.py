@@ -40,6 +40,24 @@ def name():
     return keras.backend.backend()
 
 
+def gradient_recorded(*tensors):
+    """Whether a gradient of these tensors may be taken: a tf.GradientTape is
+    recording, or a torch tensor requires grad. (JAX cannot tell jit from grad
+    here; its "auto" never picks a materialising kernel at large sizes.)"""
+    backend = name()
+    if backend == "tensorflow":
+        from tensorflow.python.eager import record  # no public API asks
+
+        return bool(record.could_possibly_record())
+    if backend == "torch":
+        import torch
+
+        return torch.is_grad_enabled() and any(
+            torch.is_tensor(x) and x.requires_grad for x in tensors
+        )
+    return False
+
+
 # Custom gradients ----------------------------------------------------------------
 
 

@@ -28,6 +28,13 @@ NAIVE_MAX_PAIRS = 512 * 512
 # it while the scores stay within this many elements (2 GiB of float32; an
 # unknown batch counts as 1), and the O(N)-memory chunked path beyond.
 FUSED_MAX_SCORES = {"tensorflow": 2**29}
+# When a gradient is being recorded the kernel's backward keeps the
+# (B, H, Tq, Tv) probabilities until the backward runs (issue 17: 7.0 GiB peak
+# at N=8192 under a tf.GradientTape against 3.3 GiB for chunked at N=16384), so
+# "auto" leaves it earlier: at 2**26 elements (256 MiB of float32, N=2896 at
+# B·H=8). Not yet swept; chosen so that the retained scores stay below the
+# chunked path's whole O(N) footprint at the sizes measured.
+FUSED_MAX_SCORES_WITH_GRADIENT = {"tensorflow": 2**26}
 
 
 def fused_supports(problem, return_weights, dropout_active):
@@ -38,6 +45,8 @@ def fused_supports(problem, return_weights, dropout_active):
         return "it does not apply dropout"
     if problem.score_name != "dot":
         return f"it only computes dot-product scores (score={problem.score_name or 'callable'})"
+    if problem.has_mods or problem.sinks is not None or problem.block_mask is not None:
+        return "it has no score_mod, mask_mod, sinks or block_mask; use 'chunked' or 'naive'"
     return None
 
 
@@ -79,10 +88,13 @@ def choose(problem, implementation, return_weights, dropout_active):
         return "fused"
     tq, tv = problem.query_length, problem.key_length
     pairs = None if tq is None or tv is None else tq * tv
+    limits = FUSED_MAX_SCORES
+    if backend_lib.gradient_recorded(problem.query, problem.key, problem.value):
+        limits = FUSED_MAX_SCORES_WITH_GRADIENT
     if (
-        backend in FUSED_MAX_SCORES
+        backend in limits
         and pairs is not None
-        and score_elements(problem) <= FUSED_MAX_SCORES[backend]
+        and score_elements(problem) <= limits[backend]
         and fused_supports(problem, return_weights, dropout_active) is None
     ):
         return "fused"
