@@ -182,6 +182,12 @@ def test_document_mask_equals_reference():
     q_ids = np.array([[2, 0, 1, 1, 9, 3] * 2, [7, 7, 5, 5, 5, 6] * 2], dtype="int64")
     got = _mask(mods.document_mask(SEGMENTS, q_ids))
     np.testing.assert_array_equal(got[:, 0], ref.reference_document_mask(SEGMENTS, q_ids))
+    # Top-left alignment: q_idx is the query's own index i.
+    b, h, q_idx, kv_idx = _grid()
+    got = to_numpy(
+        mods.document_mask(SEGMENTS, q_ids, alignment="top_left")(b, h, q_idx - (TV - TQ), kv_idx)
+    )
+    np.testing.assert_array_equal(got[:, 0], ref.reference_document_mask(SEGMENTS, q_ids))
 
 
 def test_prefix_lm_equals_reference():
@@ -207,6 +213,10 @@ def test_and_or_masks():
 # Bad input --------------------------------------------------------------------
 
 BAD = [
+    (
+        lambda: mods.document_mask(SEGMENTS, alignment="center"),
+        r"`alignment` must be one of \('bottom_right', 'top_left'\)\. Received: alignment='center'",
+    ),
     (lambda: mods.alibi(0), r"`num_heads` must be a positive integer\. Received: num_heads=0"),
     (lambda: mods.alibi_slopes(2.0), r"Received: num_heads=2\.0"),
     (lambda: mods.soft_cap(0), r"`cap` must be a positive finite number\. Received: cap=0"),
@@ -469,3 +479,19 @@ def test_queries_of_a_document_without_keys_get_zeros_not_nan(implementation, rn
         q, k, v, mask=ref.reference_document_mask(DOCS, q_ids)[:, None]
     )
     np.testing.assert_allclose(out, expected, atol=ATOL)
+
+
+def test_a_block_mask_of_mods_skips_blocks_and_keeps_the_values(rng):
+    from attnkit.ops import attention, block_mask
+
+    q, k, v, _ = _core_inputs(rng)
+    mask_mod = mods.and_masks(mods.causal_mask(), mods.document_mask(DOCS))
+    bm = block_mask(mask_mod, B, 1, T, T, block_size=BLOCK)
+    assert bm.sparsity > 0.3  # above the diagonal, and across documents
+
+    def fn(q, k, v):
+        return attention(q, k, v, block_mask=bm, implementation="chunked")
+
+    mask = ref.reference_causal_mask(T, T) & ref.reference_document_mask(DOCS)
+    expected, _ = ref.reference_modded_attention(q, k, v, mask=mask[:, None])
+    np.testing.assert_allclose(_forward(fn, q, k, v), expected, atol=ATOL)

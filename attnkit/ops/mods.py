@@ -523,7 +523,7 @@ def sliding_window_with_sinks(window: int, num_sinks: int = 4):
     return sinks_mod
 
 
-def document_mask(segment_ids, query_segment_ids=None):
+def document_mask(segment_ids, query_segment_ids=None, *, alignment="bottom_right"):
     """mask_mod for packed sequences: query and key of the same document only.
 
     Key ``j`` is visible from query ``i`` when ``segment(i) == segment(j)``.
@@ -535,12 +535,16 @@ def document_mask(segment_ids, query_segment_ids=None):
     (the step's query sits at the last key). For queries of another sequence
     (cross attention, or a cache whose segment ids you keep separately) pass
     ``query_segment_ids``: query ``i`` then reads
-    ``query_segment_ids[:, q_idx - (Tv - Tq)]`` (the core's default
-    bottom-right alignment). Give padding its own id.
+    ``query_segment_ids[:, q_idx - (Tv - Tq)]`` (bottom-right, the core's
+    default; ``query_segment_ids[:, q_idx]`` for ``alignment="top_left"``,
+    which must then match the core's ``alignment``). Give padding its own id.
 
     Args:
         segment_ids: int tensor (B, Tv), the document id of each key.
         query_segment_ids: int tensor (B, Tq) or None. Defaults to `None`.
+        alignment: ``"bottom_right"`` or ``"top_left"``, the ``alignment``
+            given to the core; only read with ``query_segment_ids``.
+            Defaults to `"bottom_right"`.
 
     Returns:
         ``mask_mod(batch, head, q_idx, kv_idx) -> bool``.
@@ -555,6 +559,7 @@ def document_mask(segment_ids, query_segment_ids=None):
     >>> tuple(attention(q, q, q, causal=True, mask_mod=document_mask(ids)).shape)
     (2, 8, 4, 8)
     """
+    alignment = _checks.one_of(alignment, "alignment", ("bottom_right", "top_left"))
     what = "an integer tensor of shape (B, T)"
     kv_ids = _int_tensor(segment_ids, "segment_ids", 2, what)
     if query_segment_ids is None:
@@ -567,12 +572,12 @@ def document_mask(segment_ids, query_segment_ids=None):
                 "`query_segment_ids` must have the batch size of `segment_ids`, "
                 f"{b_kv}. Received: query_segment_ids.shape={tuple(q_ids.shape)}"
             )
-    separate = query_segment_ids is not None
+    shifted = query_segment_ids is not None and alignment == "bottom_right"
 
     def document_mod(batch, head, q_idx, kv_idx):
         tv = ops.shape(kv_ids)[1]
         tq = ops.shape(q_ids)[1]
-        q_pos = q_idx - (tv - tq) if separate else q_idx
+        q_pos = q_idx - (tv - tq) if shifted else q_idx
         q_seg = ops.take(ops.reshape(q_ids, (-1,)), batch * tq + q_pos)  # (B, 1, q, 1)
         kv_seg = ops.take(ops.reshape(kv_ids, (-1,)), batch * tv + kv_idx)  # (B, 1, 1, k)
         return q_seg == kv_seg  # (B, 1, q, k)
