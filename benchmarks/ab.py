@@ -14,6 +14,14 @@ on TensorFlow beyond keras' kernel) and ``naive`` (softmax(QKᵀ/√d)V written
 with ``keras.ops``). Causal rows use each one's causal switch.
 
 Usage: KERAS_BACKEND=<b> python benchmarks/ab.py [--n 1024 4096 8192] [--rounds 7]
+
+``--suite mods`` (issue 17): attnkit's plain attention against the same call
+with an ALiBi or a soft-cap ``score_mod`` (local mods, the ones of
+``attnkit.ops.mods`` compute the same), on torch also FlexAttention compiled
+with the same score_mod and SDPA with the ALiBi bias materialised.
+``--suite documents``: 8 equal packed documents, dense chunked attention
+against the same call with a document ``block_mask`` (and the mask_mod
+without one).
 """
 
 import argparse
@@ -65,10 +73,95 @@ def contenders(backend, causal):
     return fs
 
 
-def run(n, causal, rounds):
+CAP = 30.0
+
+
+def alibi_slopes(heads):
+    return (2.0 ** (-8.0 * np.arange(1, heads + 1) / heads)).astype("float32")
+
+
+def alibi(score, b, h, q, kv, slopes):
+    return score - ops.reshape(slopes, (1, -1, 1, 1)) * ops.cast(ops.abs(q - kv), score.dtype)
+
+
+def softcap(score, b, h, q, kv):
+    return CAP * ops.tanh(score / CAP)
+
+
+def mod_contenders(backend, n):
+    from attnkit.ops import attention
+
+    slopes = ops.convert_to_tensor(alibi_slopes(8))
+    fs = {
+        "plain": lambda q: attention(q, q, q),
+        "alibi": lambda q: attention(q, q, q, score_mod=alibi, score_mod_params=(slopes,)),
+        "softcap": lambda q: attention(q, q, q, score_mod=softcap),
+    }
+    if backend == "torch":
+        import torch
+        from torch.nn.attention.flex_attention import flex_attention
+
+        torch_slopes = torch.tensor(alibi_slopes(8))
+
+        def flex_alibi(score, b, h, q_idx, kv_idx):
+            return score - torch_slopes[h] * (q_idx - kv_idx).abs()
+
+        flex = torch.compile(flex_attention)
+        pos = torch.arange(n)
+        bias = -torch_slopes[:, None, None] * (pos[:, None] - pos[None, :]).abs()  # (H, N, N)
+        bias = bias[None]  # (1, H, N, N): 512 MiB at N=4096
+
+        def sdpa(x, attn_mask=None):
+            x = x.transpose(1, 2)
+            out = torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=attn_mask)
+            return out
+
+        fs["sdpa"] = sdpa
+        fs["sdpa+alibi-bias"] = lambda q: sdpa(q, bias)
+        fs["flex+alibi"] = lambda q: flex(*(q.transpose(1, 2),) * 3, score_mod=flex_alibi)
+    return _compiled(backend, fs)
+
+
+def document_contenders(backend, n, documents=8):
+    from attnkit.ops import attention, block_mask
+
+    size = n // documents
+
+    def same_document(b, h, q, kv):
+        return q // size == kv // size
+
+    bm = block_mask(same_document, 1, 1, n, n, block_size=(256, 256))
+    fs = {
+        "dense": lambda q: attention(q, q, q, implementation="chunked", block_size=(256, 256)),
+        "documents+block_mask": lambda q: attention(q, q, q, block_mask=bm),
+        "documents mask_mod only": lambda q: attention(
+            q, q, q, mask_mod=same_document, implementation="chunked", block_size=(256, 256)
+        ),
+    }
+    return _compiled(backend, fs)
+
+
+def _compiled(backend, fs):
+    if backend == "jax":
+        import jax
+
+        return {name: jax.jit(f) for name, f in fs.items()}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return {name: tf.function(f) for name, f in fs.items()}
+    return fs
+
+
+def run(n, causal, rounds, suite="peers"):
     backend = keras.backend.backend()
     q = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(1, n, 8, 64)), "float32")
-    fs = contenders(backend, causal)
+    if suite == "mods":
+        fs = mod_contenders(backend, n)
+    elif suite == "documents":
+        fs = document_contenders(backend, n)
+    else:
+        fs = contenders(backend, causal)
     times = {name: [] for name in fs}
 
     def call(f):
@@ -94,9 +187,19 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 8192])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--causal", choices=("no", "yes", "both"), default="both")
+    parser.add_argument("--suite", choices=("peers", "mods", "documents"), default="peers")
     parser.add_argument("--json")
     args = parser.parse_args()
     backend = keras.backend.backend()
+    if args.suite != "peers":
+        first = {"mods": "plain", "documents": "dense"}[args.suite]
+        print(f"| backend | N | contender | ms | / {first} |")
+        print("|---|---|---|---|---|")
+        for n in args.n:
+            ms = run(n, False, args.rounds, args.suite)
+            for name, t in ms.items():
+                print(f"| {backend} | {n} | {name} | {t:.0f} | {t / ms[first]:.2f} |", flush=True)
+        return
     causals = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
     rows = []
     print("| backend | N | causal | auto ms | best peer | peer ms | auto / peer | all (ms) |")
