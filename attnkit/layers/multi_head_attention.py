@@ -600,6 +600,13 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
+        for name, shape in (
+            ("query_shape", query_shape),
+            ("value_shape", value_shape),
+            ("key_shape", key_shape),
+        ):
+            if not isinstance(shape, (list, tuple)):
+                raise ValueError(f"`{name}` must be a shape tuple. Received: {name}={shape!r}")
         if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
             raise ValueError(
                 "All dimensions of `value` and `key`, except the last one, must "
