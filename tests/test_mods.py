@@ -182,6 +182,9 @@ def test_document_mask_equals_reference():
     q_ids = np.array([[2, 0, 1, 1, 9, 3] * 2, [7, 7, 5, 5, 5, 6] * 2], dtype="int64")
     got = _mask(mods.document_mask(SEGMENTS, q_ids))
     np.testing.assert_array_equal(got[:, 0], ref.reference_document_mask(SEGMENTS, q_ids))
+    # One packing for every example: segment ids of batch 1 broadcast.
+    got = _mask(mods.document_mask(SEGMENTS[:1]))
+    np.testing.assert_array_equal(got[1, 0], expected[0])
     # Top-left alignment: q_idx is the query's own index i.
     b, h, q_idx, kv_idx = _grid()
     got = to_numpy(
@@ -235,8 +238,8 @@ BAD = [
     ),
     (lambda: mods.document_mask("abc"), r"`segment_ids` must be .* Received: segment_ids"),
     (
-        lambda: mods.document_mask(SEGMENTS, SEGMENTS[:1]),
-        r"`query_segment_ids` must have the batch size .* 2\. Received: .*shape=\(1, 40\)",
+        lambda: mods.document_mask(SEGMENTS, np.zeros((3, 40), "int32")),
+        r"`query_segment_ids` must have the batch size .* 2\. Received: .*shape=\(3, 40\)",
     ),
     (
         lambda: mods.prefix_lm(-1),

@@ -540,7 +540,8 @@ def document_mask(segment_ids, query_segment_ids=None, *, alignment="bottom_righ
     which must then match the core's ``alignment``). Give padding its own id.
 
     Args:
-        segment_ids: int tensor (B, Tv), the document id of each key.
+        segment_ids: int tensor (B, Tv), the document id of each key (B may
+            be 1: the same packing for every example).
         query_segment_ids: int tensor (B, Tq) or None. Defaults to `None`.
         alignment: ``"bottom_right"`` or ``"top_left"``, the ``alignment``
             given to the core; only read with ``query_segment_ids``.
@@ -567,7 +568,7 @@ def document_mask(segment_ids, query_segment_ids=None, *, alignment="bottom_righ
     else:
         q_ids = _int_tensor(query_segment_ids, "query_segment_ids", 2, what)
         b_q, b_kv = q_ids.shape[0], kv_ids.shape[0]
-        if isinstance(b_q, int) and isinstance(b_kv, int) and b_q != b_kv:
+        if isinstance(b_q, int) and isinstance(b_kv, int) and 1 not in (b_q, b_kv) and b_q != b_kv:
             raise ValueError(
                 "`query_segment_ids` must have the batch size of `segment_ids`, "
                 f"{b_kv}. Received: query_segment_ids.shape={tuple(q_ids.shape)}"
@@ -578,8 +579,10 @@ def document_mask(segment_ids, query_segment_ids=None, *, alignment="bottom_righ
         tv = ops.shape(kv_ids)[1]
         tq = ops.shape(q_ids)[1]
         q_pos = q_idx - (tv - tq) if shifted else q_idx
-        q_seg = ops.take(ops.reshape(q_ids, (-1,)), batch * tq + q_pos)  # (B, 1, q, 1)
-        kv_seg = ops.take(ops.reshape(kv_ids, (-1,)), batch * tv + kv_idx)  # (B, 1, 1, k)
+        q_row = batch if q_ids.shape[0] != 1 else 0 * batch  # a batch of 1 broadcasts
+        kv_row = batch if kv_ids.shape[0] != 1 else 0 * batch
+        q_seg = ops.take(ops.reshape(q_ids, (-1,)), q_row * tq + q_pos)  # (B, 1, q, 1)
+        kv_seg = ops.take(ops.reshape(kv_ids, (-1,)), kv_row * tv + kv_idx)  # (B, 1, 1, k)
         return q_seg == kv_seg  # (B, 1, q, k)
 
     return document_mod
