@@ -213,12 +213,31 @@ class _Capture(keras.layers.Layer):
         self.supports_masking = True
         self._convert_input_args = False
 
-    def call(self, tensors):
+    def _rebuild(self, tensors):
         tensors = iter(tensors)
         flat = [
             next(tensors) if t else s for t, s in zip(self._is_tensor, self._static, strict=True)
         ]
-        args, kwargs = keras.tree.pack_sequence_as(self._structure, flat)
+        return keras.tree.pack_sequence_as(self._structure, flat)
+
+    def compute_output_spec(self, tensors):
+        # An attention layer with its own output spec answers for itself: no
+        # symbolic run of its call (JAX's symbolic batch size would reach it).
+        layer = self.layer
+        own = type(layer).compute_output_spec is not keras.layers.Layer.compute_output_spec
+        if self._targets != [layer] or not own:
+            return super().compute_output_spec(tensors)
+        args, kwargs = self._rebuild(tensors)
+        asked = bool(kwargs.get(_FLAG, False))
+        result = layer.compute_output_spec(*args, **{**kwargs, _FLAG: True})
+        self.recorded = [layer]
+        if asked:
+            return result, [result[1]]
+        rest = (result[0], *result[2:])
+        return (rest[0] if len(rest) == 1 else type(result)(rest)), [result[1]]
+
+    def call(self, tensors):
+        args, kwargs = self._rebuild(tensors)
         with recording(self._targets) as sink:
             outputs = self.layer(*args, **kwargs)
         self.recorded = [layer for layer, _ in sink]
