@@ -177,7 +177,11 @@ def test_beam_never_ranks_below_greedy_with_keep_greedy():
     "target", [b for b in ("jax", "torch", "tensorflow") if b != keras.backend.backend()]
 )
 def test_decoding_is_identical_on_every_backend(target):
-    """Same weights, same memory: the same tokens and scores on each backend."""
+    """Same weights, same memory: the same tokens and scores on each backend.
+
+    Greedy, beam search with and without the coverage penalty, and seeded
+    top-k/top-p sampling, for three mechanisms.
+    """
     import json
     import os
     import subprocess
@@ -200,7 +204,7 @@ def test_decoding_is_identical_on_every_backend(target):
     there = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(there) == set(here) == {"bahdanau", "location_sensitive", "monotonic_hard"}
     for name in here:
-        for kind in ("greedy", "beam"):
+        for kind in ("greedy", "beam", "beam_coverage", "sample"):
             a, b = here[name][kind], there[name][kind]
             assert a["tokens"] == b["tokens"], (name, kind, target)
             assert a["lengths"] == b["lengths"], (name, kind, target)

@@ -1,4 +1,4 @@
-"""Greedy and beam-search decoding with fixed weights; prints one JSON line.
+"""Greedy, beam-search and sampling decoding with fixed weights; prints one JSON line.
 
 Usage: KERAS_BACKEND=<b> python decode_check.py
 
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from attnkit.decoding import beam_search, cell_step, greedy_decode  # noqa: E402
+from attnkit.decoding import beam_search, cell_step, greedy_decode, sample_decode  # noqa: E402
 from attnkit.layers import (  # noqa: E402
     AttentionRNNCell,
     BahdanauAttention,
@@ -66,7 +66,37 @@ def run():
             beam_width=3,
             length_penalty=0.6,
         )
-        for kind, (tokens, scores, lengths) in (("greedy", g), ("beam", b)):
+        # The coverage penalty reads each beam's alignment through cell_step's
+        # step.alignment (with these weights it changes no ranking or score;
+        # tests/test_decoding.py has cases where it does); sampling draws from
+        # counter-based noise.
+        c = beam_search(
+            step,
+            states,
+            start_token=START,
+            end_token=END,
+            max_length=MAX_LENGTH,
+            beam_width=3,
+            length_penalty=0.6,
+            coverage_penalty_weight=0.5,
+        )
+        s = sample_decode(
+            step,
+            states,
+            start_token=START,
+            end_token=END,
+            max_length=MAX_LENGTH,
+            seed=7,
+            temperature=0.8,
+            top_k=4,
+            top_p=0.9,
+        )
+        for kind, (tokens, scores, lengths) in (
+            ("greedy", g),
+            ("beam", b),
+            ("beam_coverage", c),
+            ("sample", s),
+        ):
             out[kind] = {
                 "tokens": keras.ops.convert_to_numpy(tokens).tolist(),
                 "scores": keras.ops.convert_to_numpy(scores).tolist(),
