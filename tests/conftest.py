@@ -32,7 +32,14 @@ try:
     _common = dict(
         deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
     )
-    settings.register_profile("default", max_examples=25, derandomize=True, **_common)
+    # `make test`'s slice: JAX compiles every op for every new shape and dtype
+    # (seconds an example where torch and TensorFlow take milliseconds), so it
+    # runs fewer examples per property; tests/test_layer_properties.py sets its
+    # own counts (LAYER_EXAMPLES).
+    _default_examples = {"jax": 6}.get(keras.backend.backend(), 25)
+    settings.register_profile(
+        "default", max_examples=_default_examples, derandomize=True, **_common
+    )
     settings.register_profile(
         "fuzz", max_examples=int(os.environ.get("ATTNKIT_FUZZ_EXAMPLES", "3400")), **_common
     )

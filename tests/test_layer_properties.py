@@ -69,7 +69,7 @@ UNITS = 6
 
 #: Examples of the default profile (`make test`) per backend: JAX compiles
 #: every op for every new shape and dtype, torch and TensorFlow do not.
-LAYER_EXAMPLES = {"jax": 12, "torch": 160, "tensorflow": 90}
+LAYER_EXAMPLES = {"jax": 6, "torch": 160, "tensorflow": 90}
 
 
 def _max_examples():
