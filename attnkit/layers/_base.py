@@ -37,7 +37,8 @@ def _static_shape(x):
     shape = getattr(x, "shape", None)
     if shape is None:
         shape = ops.shape(ops.convert_to_tensor(x))
-    return tuple(None if d is None else int(d) for d in shape)
+    # A symbolic size (a JAX trace's batch, a TensorFlow None) counts as unknown.
+    return tuple(d if isinstance(d, int) else None for d in shape)
 
 
 def check_mask(mask, name, expected, legend):
