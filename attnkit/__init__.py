@@ -5,8 +5,10 @@ from attnkit._default_backend import apply_default_backend
 apply_default_backend()
 
 from attnkit import decoding as decoding  # noqa: E402
+from attnkit import explain as explain  # noqa: E402
 from attnkit import layers as layers  # noqa: E402
 from attnkit import ops as ops  # noqa: E402
+from attnkit import sampling as sampling  # noqa: E402
 from attnkit.layers import AdditiveAttention as AdditiveAttention  # noqa: E402
 from attnkit.layers import Attention as Attention  # noqa: E402
 from attnkit.layers import AttentionPooling as AttentionPooling  # noqa: E402
