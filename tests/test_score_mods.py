@@ -14,7 +14,7 @@ from conftest import to_numpy
 from keras import ops
 
 from attnkit.ops import attention, attention_weights, block_mask
-from attnkit.ops.block_mask import BLOCK_EMPTY, BLOCK_FULL, BLOCK_PARTIAL
+from attnkit.ops.block_sparsity import BLOCK_EMPTY, BLOCK_FULL, BLOCK_PARTIAL
 from attnkit.testing.reference import reference_attention, reference_attention_gradients
 
 B, H, HKV, D = 2, 4, 2, 8

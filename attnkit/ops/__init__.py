@@ -1,9 +1,10 @@
 """Pure attention math on ``keras.ops``: no weights, no layers."""
 
+from attnkit.ops import mods as mods
 from attnkit.ops.attention import attention as attention
 from attnkit.ops.attention import attention_weights as attention_weights
-from attnkit.ops.block_mask import BlockMask as BlockMask
-from attnkit.ops.block_mask import block_mask as block_mask
+from attnkit.ops.block_sparsity import BlockMask as BlockMask
+from attnkit.ops.block_sparsity import block_mask as block_mask
 from attnkit.ops.hard import argmax_weights as argmax_weights
 from attnkit.ops.hard import gumbel_softmax_weights as gumbel_softmax_weights
 from attnkit.ops.hard import topk_weights as topk_weights

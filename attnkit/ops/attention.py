@@ -295,7 +295,7 @@ def prepare(
             )
         sinks = ops.reshape(sinks, (kv_heads, groups))  # (Hkv, G)
     if block_mask is not None:
-        from attnkit.ops.block_mask import check_fits
+        from attnkit.ops.block_sparsity import check_fits
 
         check_fits(block_mask, q_shape[0], heads, q_shape[1], k_shape[1])
         if mask_mod is not None and mask_mod is not block_mask.mask_mod:

@@ -35,7 +35,7 @@ import keras
 from keras import ops
 
 from attnkit.ops import backend, modding, naive
-from attnkit.ops.block_mask import BLOCK_EMPTY, BLOCK_FULL
+from attnkit.ops.block_sparsity import BLOCK_EMPTY, BLOCK_FULL
 from attnkit.ops.masks import combine_masks, large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
 
