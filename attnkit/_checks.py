@@ -107,3 +107,16 @@ def one_of(value, name, choices, *, allow_none=False):
     if not isinstance(value, str) or value not in choices:
         _fail(name, f"one of {tuple(choices)}" + (" or None" if allow_none else ""), value)
     return value
+
+
+def positive_int_pair(value, name, expected):
+    """``value`` as a tuple of two positive ints; ``expected`` words the error
+    ("a pair of positive integers (query_block, key_block)")."""
+    ok = (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in value)
+    )
+    if not ok:
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+    return tuple(value)

@@ -92,16 +92,9 @@ def block_mask(
     heads = _checks.positive_int(heads, "heads")
     q_len = _checks.positive_int(q_len, "q_len")
     kv_len = _checks.positive_int(kv_len, "kv_len")
-    ok = (
-        isinstance(block_size, (tuple, list))
-        and len(block_size) == 2
-        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size)
+    block_size = _checks.positive_int_pair(
+        block_size, "block_size", "a pair of positive integers (query_block, key_block)"
     )
-    if not ok:
-        raise ValueError(
-            "`block_size` must be a pair of positive integers (query_block, key_block). "
-            f"Received: block_size={block_size!r}"
-        )
     alignment = masks_lib.validate_alignment(alignment)
     offset = masks_lib.query_offset(q_len, kv_len, alignment)
     bq, bk = min(block_size[0], q_len), min(block_size[1], kv_len)

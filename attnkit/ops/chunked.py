@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.ops import backend, modding, naive
 from attnkit.ops.block_sparsity import BLOCK_EMPTY, BLOCK_FULL
 from attnkit.ops.masks import combine_masks, large_negative, position_mask
@@ -51,17 +52,9 @@ DEFAULT_MASKED_BLOCK = (256, 256)
 def _validate_block_size(block_size):
     if block_size is None:
         return DEFAULT_BLOCK
-    ok = (
-        isinstance(block_size, (tuple, list))
-        and len(block_size) == 2
-        and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block_size)
+    return _checks.positive_int_pair(
+        block_size, "block_size", "a pair of positive integers (query_block, key_block) or None"
     )
-    if not ok:
-        raise ValueError(
-            "`block_size` must be a pair of positive integers (query_block, "
-            f"key_block) or None. Received: block_size={block_size!r}"
-        )
-    return tuple(block_size)
 
 
 @dataclass(frozen=True)
