@@ -11,6 +11,7 @@ from keras import ops
 from attnkit import _checks
 from attnkit.layers import _base
 from attnkit.layers import _kv_cache as kv_cache
+from attnkit.layers import _transformer_options as options
 from attnkit.layers._attention_axes import AttentionLayout
 from attnkit.ops import attention as core_attention
 from attnkit.ops import dispatch
@@ -190,6 +191,16 @@ class MultiHeadAttention(keras.layers.Layer):
         seed=None,
         num_key_value_heads=None,
         implementation="auto",
+        position_bias=None,
+        t5_num_buckets=32,
+        t5_max_distance=128,
+        t5_bidirectional=None,
+        logit_soft_cap=None,
+        attention_sinks=None,
+        learned_sinks=False,
+        qk_norm=None,
+        qk_norm_epsilon=1e-6,
+        position_embedding=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -268,6 +279,59 @@ class MultiHeadAttention(keras.layers.Layer):
         self._bias_constraint = keras.constraints.get(bias_constraint)
         self.seed = _checks.seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed) if self._dropout > 0 else None
+        self._init_transformer_options(
+            position_bias=position_bias,
+            t5_num_buckets=t5_num_buckets,
+            t5_max_distance=t5_max_distance,
+            t5_bidirectional=t5_bidirectional,
+            logit_soft_cap=logit_soft_cap,
+            attention_sinks=attention_sinks,
+            learned_sinks=learned_sinks,
+            qk_norm=qk_norm,
+            qk_norm_epsilon=qk_norm_epsilon,
+            position_embedding=position_embedding,
+        )
+
+    def _init_transformer_options(
+        self,
+        *,
+        position_bias,
+        t5_num_buckets,
+        t5_max_distance,
+        t5_bidirectional,
+        logit_soft_cap,
+        attention_sinks,
+        learned_sinks,
+        qk_norm,
+        qk_norm_epsilon,
+        position_embedding,
+    ):
+        self._position_bias = options.check_position_bias(position_bias)
+        self._t5_num_buckets, self._t5_max_distance, self._t5_bidirectional = options.check_t5(
+            t5_num_buckets, t5_max_distance, t5_bidirectional
+        )
+        self._logit_soft_cap = options.check_soft_cap(logit_soft_cap)
+        self._attention_sinks = options.check_attention_sinks(attention_sinks, self._sliding_window)
+        self._learned_sinks = _checks.boolean(learned_sinks, "learned_sinks")
+        self._qk_norm, self._qk_norm_epsilon = options.check_qk_norm(qk_norm, qk_norm_epsilon)
+        self._rotary_settings = options.check_position_embedding(position_embedding, self._key_dim)
+        self._position_embedding = position_embedding
+        needs_mods = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("position_bias", self._position_bias),
+                ("logit_soft_cap", self._logit_soft_cap),
+                ("attention_sinks", self._attention_sinks),
+            )
+            if value is not None
+        ] + (["learned_sinks=True"] if self._learned_sinks else [])
+        if needs_mods and (self._flash_attention or self._implementation == "fused"):
+            raise ValueError(
+                "The fused kernel has no score or mask functions and no sinks; use "
+                "implementation 'auto', 'naive' or 'chunked' with these options. "
+                f"Received: implementation={self._implementation!r}, "
+                f"flash_attention={self._flash_attention!r}, {', '.join(needs_mods)}"
+            )
 
     num_heads = property(lambda self: self._num_heads)
     key_dim = property(lambda self: self._key_dim)
@@ -323,6 +387,30 @@ class MultiHeadAttention(keras.layers.Layer):
             **self._sublayer_kwargs(),
         )
         self._output_dense.build((*query_shape[:-1], heads, self._value_dim))
+        self._build_transformer_options()
+
+    def _build_transformer_options(self):
+        # After Keras' weights, so `set_weights(keras_layer.get_weights())`
+        # still lines up when the options are off.
+        self._t5_table = self._sinks = self._query_norm = self._key_norm = None
+        if self._position_bias == "t5":
+            self._t5_table = self.add_weight(
+                name="relative_attention_bias",
+                shape=(self._t5_num_buckets, self._num_heads),  # (num_buckets, H)
+                initializer="zeros",
+                dtype=self.dtype,
+            )
+        if self._learned_sinks:
+            self._sinks = self.add_weight(
+                name="sinks", shape=(self._num_heads,), initializer="zeros", dtype=self.dtype
+            )
+        if self._qk_norm is not None:
+            self._query_norm = self.add_weight(
+                name="query_norm", shape=(self._key_dim,), initializer="ones", dtype=self.dtype
+            )
+            self._key_norm = self.add_weight(
+                name="key_norm", shape=(self._key_dim,), initializer="ones", dtype=self.dtype
+            )
 
     def call(
         self,
@@ -338,6 +426,9 @@ class MultiHeadAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        segment_ids=None,
+        score_mod=None,
+        mask_mod=None,
     ):
         key = value if key is None else key
         layout = self._layout
@@ -353,21 +444,45 @@ class MultiHeadAttention(keras.layers.Layer):
             standard_layout=layout.standard,
             axes=self._attention_axes,
         )
+        options.check_mod(score_mod, "score_mod")
+        options.check_mod(mask_mod, "mask_mod")
+        segment_ids = self._check_segment_ids(segment_ids, query, key, cache)
+        # With a cache and an index t the query tokens sit at t, t + 1, ...
+        index = 0 if cache_update_index is None else ops.cast(cache_update_index, "int32")
         gate = self._gate_dense(query) if self._use_gate else None  # (B, Tq, H, Dv)
-        q = self._query_dense(query)  # (B, Tq, H, Dk)
+        q = self._normalise(self._query_dense(query), self._query_norm)  # (B, Tq, H, Dk)
         if cache is None:
-            k = self._key_dense(key)  # (B, Tv, Hkv, Dk)
+            k = self._normalise(self._key_dense(key), self._key_norm)  # (B, Tv, Hkv, Dk)
             v = self._value_dense(value)  # (B, Tv, Hkv, Dv)
         elif cache_update_index is None:
             k, v = kv_cache.read(cache)  # (B, S, Hkv, Dk): the cache as it is
         else:
-            index = ops.cast(cache_update_index, "int32")
-            k, v, cache = kv_cache.update(
-                cache, self._key_dense(key), self._value_dense(value), index
-            )
+            # The cache holds keys as the scores read them: normalised, rotated.
+            new_keys = self._rotate(self._normalise(self._key_dense(key), self._key_norm), index)
+            k, v, cache = kv_cache.update(cache, new_keys, self._value_dense(value), index)
 
         batch = ops.shape(query)[0]
         q, k, v = (layout.to_core(x) for x in (q, k, v))  # (B', T, H|Hkv, ·)
+        q = self._rotate(q, index)
+        if cache is None:
+            k = self._rotate(k, 0)
+        score_fn, score_params = options.score_mod(
+            position_bias=self._position_bias,
+            num_heads=self._num_heads,
+            t5_settings=(self._t5_num_buckets, self._t5_max_distance, self._t5_bidirectional),
+            t5_table=self._t5_table,
+            causal=bool(use_causal_mask),
+            user_score_mod=score_mod,
+            soft_cap=self._logit_soft_cap,
+            shift=index,
+        )
+        mask_fn = options.mask_mod(
+            attention_sinks=self._attention_sinks,
+            sliding_window=self._sliding_window,
+            segment_ids=segment_ids,
+            user_mask_mod=mask_mod,
+            shift=index,
+        )
         attention_mask, hook_kwargs = self._compute_attention_mask(
             query,
             key,
@@ -379,7 +494,21 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask=attention_mask,
             use_causal_mask=use_causal_mask,
             cache_update_index=None if cache is None else cache_update_index,
+            mask_mod=mask_fn,
         )
+        if self._own_hook():
+            # The rest of the options reach the core as its arguments.
+            if score_fn is not None:
+                hook_kwargs["score_mod"] = score_fn
+                hook_kwargs["score_mod_params"] = score_params
+            if self._sinks is not None:
+                hook_kwargs["sinks"] = self._sinks
+        else:
+            options.refuse_score_options(
+                type(self),
+                "_compute_attention",
+                self._score_options(score_mod),
+            )
         if return_attention_scores:  # passed only when asked: Keras' older overrides lack it
             hook_kwargs["return_attention_scores"] = True
         out, scores = self._compute_attention(q, k, v, attention_mask, training, **hook_kwargs)
@@ -395,6 +524,56 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             outputs.append(cache)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _own_hook(self):
+        return type(self)._compute_attention is MultiHeadAttention._compute_attention
+
+    def _score_options(self, score_mod=None):
+        """The active options that change the logits, as ``name=value`` strings."""
+        active = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("position_bias", self._position_bias),
+                ("logit_soft_cap", self._logit_soft_cap),
+            )
+            if value is not None
+        ]
+        if self._learned_sinks:
+            active.append("learned_sinks=True")
+        if score_mod is not None:
+            active.append(f"score_mod={score_mod!r:.80}")
+        return active
+
+    def _normalise(self, x, scale):
+        """QK-norm of projected heads (B, T, H|Hkv, Dk), or ``x`` without it."""
+        if self._qk_norm is None:
+            return x
+        return options.apply_qk_norm(x, scale, self._qk_norm, self._qk_norm_epsilon)
+
+    def _rotate(self, x, offset):
+        """Rotary embedding of (B, T, H|Hkv, Dk) heads at positions ``offset + t``."""
+        if self._rotary_settings is None:
+            return x
+        return options.apply_rotary(x, self._rotary_settings, offset)
+
+    def _check_segment_ids(self, segment_ids, query, key, cache):
+        if segment_ids is None:
+            return None
+        if not self._layout.standard:
+            raise ValueError(
+                "`segment_ids` needs inputs (B, T, D) attended over axis 1. "
+                f"Received: attention_axes={self._attention_axes}"
+            )
+        if cache is not None:
+            return options.check_segment_ids(segment_ids, query.shape[0], cache.shape[2], "(B, S)")
+        tq, tv = query.shape[1], key.shape[1]
+        if isinstance(tq, int) and isinstance(tv, int) and tq != tv:
+            raise ValueError(
+                "`segment_ids` marks the documents of one packed sequence: it needs "
+                f"self-attention (Tq == Tv) or a cache. Received: segment_ids with "
+                f"query length {tq} and key length {tv}"
+            )
+        return options.check_segment_ids(segment_ids, query.shape[0], tv, "(B, T)")
 
     def _check_masks(
         self, query, value, key, query_mask, value_mask, key_mask, attention_mask, cache
@@ -431,6 +610,7 @@ class MultiHeadAttention(keras.layers.Layer):
         attention_mask,
         use_causal_mask,
         cache_update_index,
+        mask_mod=None,
     ):
         """The mask of the projected heads ``q`` (B', Tq, H, Dk), ``k`` (B', Tv, ·).
 
@@ -440,8 +620,12 @@ class MultiHeadAttention(keras.layers.Layer):
         masks; ``positions`` the keyword arguments of ``_compute_attention``
         that carry the rest (``use_causal_mask``, ``sliding_window``), empty
         when a subclass overrides ``_compute_attention`` (it gets every
-        constraint in ``attention_mask``, as in Keras).
+        constraint in ``attention_mask``, as in Keras). ``mask_mod`` (the
+        layer's mask options, queries already at their positions) joins the
+        keyword arguments, or is evaluated into the mask for such a subclass.
+        With ``attention_sinks`` the window is part of ``mask_mod``.
         """
+        window = None if self._attention_sinks is not None else self._sliding_window
         layout = self._layout
         tq, tv = ops.shape(q)[1], ops.shape(k)[1]
         if cache_update_index is not None:
@@ -469,17 +653,25 @@ class MultiHeadAttention(keras.layers.Layer):
                 tq,
                 tv,
                 causal=use_causal_mask,
-                window=self._sliding_window,
+                window=window,
             )
             mask, positions = combine_masks(mask, position[None, None]), {}
-        elif type(self)._compute_attention is not MultiHeadAttention._compute_attention:
-            position = _position_mask(q, k, bool(use_causal_mask), self._sliding_window)
+        elif not self._own_hook():
+            position = _position_mask(q, k, bool(use_causal_mask), window)
             mask = combine_masks(mask, None if position is None else position[None, None])
             positions = {}
         else:
             positions = {"use_causal_mask": bool(use_causal_mask)}
-            if self._sliding_window is not None:
-                positions["sliding_window"] = self._sliding_window
+            if window is not None:
+                positions["sliding_window"] = window
+        if mask_mod is not None:
+            if self._own_hook():
+                positions["mask_mod"] = mask_mod
+            else:  # (B'|1, H|1, Tq, Tv)
+                evaluated = options.evaluate_mask_mod(
+                    mask_mod, ops.shape(q)[0], self._num_heads, tq, tv
+                )
+                mask = combine_masks(mask, evaluated)
         if mask is not None and mask.shape[1] == 1:
             mask = mask[:, 0]  # (B', Tq, Tv), Keras' layout when no head is special
         return mask, positions
@@ -494,6 +686,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         use_causal_mask=False,
         sliding_window=None,
+        score_mod=None,
+        score_mod_params=(),
+        mask_mod=None,
+        sinks=None,
     ):
         """Attention of the projected heads: Keras' hook, for subclasses to override.
 
@@ -505,12 +701,31 @@ class MultiHeadAttention(keras.layers.Layer):
         own ``call``, which otherwise folds them into ``attention_mask``.
         Returns ``(attention_output (B, Tq, H, Dv), attention_scores (B, H, Tq,
         Tv) or None)``. A subclass that overrides ``_masked_softmax`` gets its
-        softmax applied to explicit scores.
+        softmax applied to explicit scores. ``score_mod``, ``score_mod_params``,
+        ``mask_mod`` and ``sinks`` (the transformer options, in the core's
+        convention with the queries at their absolute positions) are likewise
+        given only by this class's own ``call``.
         """
         dropout = self._dropout if training and self._dropout > 0 else 0.0
         if type(self)._masked_softmax is not MultiHeadAttention._masked_softmax:
+            options.refuse_score_options(
+                type(self),
+                "_masked_softmax",
+                [
+                    f"{name}=..."
+                    for name, arg in (("score_mod", score_mod), ("sinks", sinks))
+                    if arg is not None
+                ],
+            )
             position = _position_mask(query, key, use_causal_mask, sliding_window)
             mask = combine_masks(attention_mask, None if position is None else position[None])
+            if mask_mod is not None:
+                tq, tv = ops.shape(query)[1], ops.shape(key)[1]
+                batch = ops.shape(query)[0]
+                evaluated = options.evaluate_mask_mod(mask_mod, batch, self._num_heads, tq, tv)
+                if mask is not None and len(mask.shape) == 3:
+                    mask = mask[:, None]  # (B, 1, Tq, Tv)
+                mask = combine_masks(mask, evaluated)  # (B, H|1, Tq, Tv)
             return self._explicit_attention(query, key, value, mask, dropout)
         result = core_attention(
             query,
@@ -522,6 +737,10 @@ class MultiHeadAttention(keras.layers.Layer):
             causal=bool(use_causal_mask),
             alignment="top_left",
             window=sliding_window,
+            score_mod=score_mod,
+            score_mod_params=score_mod_params,
+            mask_mod=mask_mod,
+            sinks=sinks,
             dropout=dropout,
             training=dropout > 0,
             seed=self.seed_generator,
@@ -631,6 +850,9 @@ class MultiHeadAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        segment_ids=None,
+        score_mod=None,
+        mask_mod=None,
     ):
         key = value if key is None else key
         output = keras.KerasTensor(
@@ -683,6 +905,16 @@ class MultiHeadAttention(keras.layers.Layer):
             "seed": self.seed,
             "num_key_value_heads": self._num_key_value_heads,
             "implementation": self._implementation,
+            "position_bias": self._position_bias,
+            "t5_num_buckets": self._t5_num_buckets,
+            "t5_max_distance": self._t5_max_distance,
+            "t5_bidirectional": self._t5_bidirectional,
+            "logit_soft_cap": self._logit_soft_cap,
+            "attention_sinks": self._attention_sinks,
+            "learned_sinks": self._learned_sinks,
+            "qk_norm": self._qk_norm,
+            "qk_norm_epsilon": self._qk_norm_epsilon,
+            "position_embedding": self._position_embedding,
         }
 
 
