@@ -220,6 +220,10 @@ def run(args):
         return 0
     import keras
 
+    from attnkit._optional import require
+
+    if args.plot:  # fail now, not after the benchmark has run
+        require("matplotlib", "attnkit bench --plot")
     try:
         impls = _impls(args)
     except ValueError as error:

@@ -190,8 +190,14 @@ def main(argv=None):
     from attnkit._default_backend import apply_default_backend
 
     apply_default_backend()
-    args = build_parser(argv).parse_args(argv)
-    return args.func(args)
+    from attnkit._optional import MissingDependencyError
+
+    try:
+        args = build_parser(argv).parse_args(argv)
+        return args.func(args)
+    except MissingDependencyError as error:  # an extra is not installed: one line, no traceback
+        print(f"attnkit: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

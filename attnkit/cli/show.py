@@ -361,6 +361,9 @@ def _select(maps, layers):
 
 
 def run(args) -> int:
+    from attnkit._optional import require
+
+    require("matplotlib", "attnkit show")  # before the model is loaded
     try:
         return _run(args)
     except ShowError as error:

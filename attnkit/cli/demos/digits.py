@@ -49,6 +49,9 @@ def add_arguments(parser):
 
 def load_data(limit=None):
     """(x_train, y_train, x_test, y_test); images (N, 8, 8, 1) float32 in [0, 16]."""
+    from attnkit._optional import require
+
+    require("sklearn", "attnkit demo digits")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -66,6 +69,9 @@ def load_data(limit=None):
 def run(args):
     import numpy as np
 
+    from attnkit._optional import require
+
+    require("sklearn", "attnkit demo digits")  # before training, and before the viz check
     from attnkit.maps import attention_maps
     from attnkit.models.digits_classifier import ATTENTION_LAYER, build_digits_classifier
     from attnkit.viz import plot_image_attention, save_figure
