@@ -505,9 +505,11 @@ class MultiHeadAttention(keras.layers.Layer):
                 hook_kwargs["sinks"] = self._sinks
         else:
             options.refuse_score_options(
-                type(self),
-                "_compute_attention",
-                self._score_options(score_mod),
+                type(self), "_compute_attention", self._score_options(score_mod)
+            )
+        if type(self)._masked_softmax is not MultiHeadAttention._masked_softmax:
+            options.refuse_score_options(
+                type(self), "_masked_softmax", self._score_options(score_mod)
             )
         if return_attention_scores:  # passed only when asked: Keras' older overrides lack it
             hook_kwargs["return_attention_scores"] = True
@@ -708,15 +710,6 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         dropout = self._dropout if training and self._dropout > 0 else 0.0
         if type(self)._masked_softmax is not MultiHeadAttention._masked_softmax:
-            options.refuse_score_options(
-                type(self),
-                "_masked_softmax",
-                [
-                    f"{name}=..."
-                    for name, arg in (("score_mod", score_mod), ("sinks", sinks))
-                    if arg is not None
-                ],
-            )
             position = _position_mask(query, key, use_causal_mask, sliding_window)
             mask = combine_masks(attention_mask, None if position is None else position[None])
             if mask_mod is not None:
