@@ -96,6 +96,14 @@ def check_attention_sinks(value, sliding_window):
 def check_qk_norm(value, epsilon):
     value = _checks.one_of(value, "qk_norm", QK_NORMS, allow_none=True)
     epsilon = _checks.positive_number(epsilon, "qk_norm_epsilon")
+    if value is not None:
+        try:
+            from attnkit.ops.positions import qk_norm  # noqa: F401
+        except ImportError as error:  # pragma: no cover - until attnkit.ops.positions exists
+            raise ValueError(
+                "`qk_norm` needs `attnkit.ops.qk_norm`, which this installation lacks. "
+                f"Received: qk_norm={value!r}"
+            ) from error
     return value, epsilon
 
 
@@ -332,3 +340,101 @@ def evaluate_mask_mod(mod, batch, heads, tq, tv):
     q_pos, kv_pos = ops.arange(tq, dtype="int32"), ops.arange(tv, dtype="int32")
     idx = modding.indices(batch, heads, q_pos, kv_pos)
     return ops.cast(mod(*idx), "bool")
+
+
+# Docstrings shared by MultiHeadAttention and GroupedQueryAttention ----------------
+
+DOC = """Transformer options (all off by default, and then the layer is Keras'):
+    query `i` sits at key position `i` (top-left, as the causal mask) or,
+    with a cache and `cache_update_index=t`, at `t + i`; every option and the
+    `score_mod`/`mask_mod` call arguments see these positions, so decoding
+    step by step equals the whole-sequence call.
+
+    1. `qk_norm` (Dehghani et al. 2023, https://arxiv.org/abs/2302.05442;
+       Gemma 3): after the projections, per head,
+       `q <- g_q * q / sqrt(mean_d q_d^2 + eps)` (`"rms"`) or
+       `q <- g_q * q / ||q||` (`"l2"`), likewise `k` with `g_k`; `g_q`, `g_k`
+       are learned `(Dk,)` weights `query_norm`, `key_norm` (ones at first),
+       computed by `attnkit.ops.qk_norm`.
+    2. `position_embedding` (rotary, Su et al. 2021,
+       https://arxiv.org/abs/2104.09864): `q` and `k` at position `p` are
+       rotated pairwise by the angles `p * theta_m`,
+       `theta_m = max_wavelength^(-2m / rotary_dim)`, after `qk_norm` and
+       before the scores, by `attnkit.ops.rotary` (the cache holds rotated
+       keys), so `q_i . k_j` depends on `i - j` only.
+    3. The logits `s_ij = q_i . k_j / sqrt(Dk)` then get, in this order:
+       - `position_bias="alibi"` (Press et al. 2021,
+         https://arxiv.org/abs/2108.12409): `s_ij - m_h |i - j|`, with
+         `m_h = 2^(-8h/H)` (`attnkit.ops.mods.alibi`);
+       - `position_bias="t5"` (Raffel et al. 2020,
+         https://arxiv.org/abs/1910.10683): `s_ij + b[bucket(j - i), h]`, `b`
+         a learned `(t5_num_buckets, H)` weight `relative_attention_bias`
+         (zeros at first); distances below `n/2` get a bucket each, larger
+         ones logarithmic buckets up to `t5_max_distance`; bidirectional
+         (separate buckets for keys after the query) unless causal;
+       - the `score_mod` call argument;
+       - `logit_soft_cap=c` (Gemma Team 2024, https://arxiv.org/abs/2408.00118):
+         `s <- c * tanh(s / c)`, last, so every logit lies in `(-c, c)`.
+    4. Masks: with `attention_sinks=k` (StreamingLLM, Xiao et al. 2023,
+       https://arxiv.org/abs/2309.17453) the window becomes
+       `|i - j| < sliding_window or j < k`: the first `k` tokens stay
+       visible to every query; `segment_ids` keeps the pairs of one document,
+       `segment(i) == segment(j)`; the `mask_mod` call argument; all ANDed
+       with the masks below.
+    5. `learned_sinks` (gpt-oss, OpenAI 2025, https://arxiv.org/abs/2508.10925):
+       a learned logit `z_h` per head (weight `sinks`, zeros at first) joins
+       the softmax denominator and carries no value:
+       `w_ij = exp(s_ij) / (exp(z_h) + sum_j' exp(s_ij'))`, so a row of the
+       weights sums to less than 1.
+
+    The new weights come after Keras' eight (T5 table, sinks, query norm,
+    key norm). A subclass overriding `_compute_attention` or
+    `_masked_softmax` gets the mask options folded into `attention_mask`;
+    the options that change the logits (position bias, soft cap, learned
+    sinks, `score_mod`) then raise a ValueError. They need implementation
+    `"auto"`, `"naive"` or `"chunked"` (the fused kernel has no score
+    functions)."""
+
+ARGS_DOC = """position_bias: `None`, `"alibi"` or `"t5"` (Transformer options 3).
+            Defaults to `None`.
+        t5_num_buckets: rows of the T5 table, at least 4 (2 when
+            `t5_bidirectional=False`). Defaults to `32`.
+        t5_max_distance: distances from here on share T5's last bucket.
+            Defaults to `128`.
+        t5_bidirectional: `True` or `False` fixes T5's bucketing; `None`
+            makes it bidirectional unless `use_causal_mask`. Defaults to `None`.
+        logit_soft_cap: positive cap `c` of `c * tanh(s / c)`, or `None`.
+            Defaults to `None`.
+        attention_sinks: number `k` of first tokens that stay visible beside
+            the sliding window (StreamingLLM); needs `sliding_window > k`.
+            Defaults to `None`.
+        learned_sinks: one learned sink logit per head in the softmax
+            denominator (gpt-oss). Defaults to `False`.
+        qk_norm: `None`, `"rms"` or `"l2"`: normalise q and k per head with a
+            learned scale. Defaults to `None`.
+        qk_norm_epsilon: the `eps` of `qk_norm`. Defaults to `1e-6`.
+        position_embedding: `None`, `"rotary"`, or a dict of
+            `attnkit.ops.rotary` settings (`max_wavelength`, `rotary_dim`, an
+            even number up to `key_dim`, `interleaved`, `scaling`, ...).
+            Defaults to `None`."""
+
+CALL_DOC = """segment_ids: integer `(B, T)`, the document of every position of a
+            packed self-attention input (with a cache: `(B, S)`, of every
+            cache position); query `i` sees key `j` only when their ids are
+            equal. Defaults to `None`.
+        score_mod: `score_mod(score, batch, head, q_idx, kv_idx) -> score`,
+            `attnkit.ops.attention`'s convention with `q_idx` the query's
+            position above; after the position bias, before the soft cap.
+            Defaults to `None`.
+        mask_mod: `mask_mod(batch, head, q_idx, kv_idx) -> bool`, likewise,
+            ANDed with the masks. Defaults to `None`."""
+
+
+def document(cls):
+    """Fills the ``{transformer_*}`` markers of ``cls``'s docstring."""
+    cls.__doc__ = (
+        cls.__doc__.replace("{transformer_options}", DOC)
+        .replace("{transformer_args}", ARGS_DOC)
+        .replace("{transformer_call}", CALL_DOC)
+    )
+    return cls

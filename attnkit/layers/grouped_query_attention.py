@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from attnkit import _checks
+from attnkit.layers import _transformer_options as options
 from attnkit.layers.multi_head_attention import MultiHeadAttention
 
 # MultiHeadAttention's config keys that GroupedQueryAttention spells its own way
@@ -13,6 +14,7 @@ _MHA_ONLY = ("num_heads", "key_dim", "value_dim", "output_shape", "attention_axe
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
+@options.document
 class GroupedQueryAttention(MultiHeadAttention):
     """Grouped-query attention with Keras' `GroupQueryAttention` interface.
 
@@ -48,6 +50,12 @@ class GroupedQueryAttention(MultiHeadAttention):
     `cache` and `cache_update_index=t` the query tokens sit at positions
     `t, t + 1, ...` of the cache (bottom-right alignment of the new tokens).
 
+    {transformer_options}
+
+    The transformer options are `MultiHeadAttention`'s, passed on to it (see
+    its Args); `qk_norm` and `position_embedding` act on every head of size
+    `head_dim`.
+
     Args:
         head_dim: size D of every query, key and value head. Required.
         num_query_heads: number of query heads H. Required.
@@ -75,6 +83,7 @@ class GroupedQueryAttention(MultiHeadAttention):
         seed: integer seed for the dropout. Defaults to `None`.
         implementation: `"auto"`, `"naive"`, `"chunked"` (O(N) memory) or
             `"fused"`, as in `attnkit.ops.attention`. Defaults to `"auto"`.
+        {transformer_args}
 
     Call arguments:
         query: `(B, Tq, Dq)`.
@@ -93,6 +102,7 @@ class GroupedQueryAttention(MultiHeadAttention):
             extra). Defaults to `None`.
         cache_update_index: where the new keys and values go in `cache`.
             Defaults to `None`.
+        {transformer_call}
 
     Returns:
         The output `(B, Tq, Dq)`; then, with `return_attention_scores`, the

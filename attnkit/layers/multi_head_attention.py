@@ -36,6 +36,7 @@ def _projection_equation(free_dims, bound_dims, output_dims):
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
+@options.document
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head attention with grouped-query heads and a key/value cache.
 
@@ -86,6 +87,8 @@ class MultiHeadAttention(keras.layers.Layer):
     mode, `value_mask`/`key_mask` describe the new tokens (their cache
     positions); mask older positions with `attention_mask` over `S`.
 
+    {transformer_options}
+
     Args:
         num_heads: number of query heads H. Required.
         key_dim: size Dk of each query/key head. Required.
@@ -121,6 +124,7 @@ class MultiHeadAttention(keras.layers.Layer):
             `None` means `num_heads`. Defaults to `None`.
         implementation: passed to `attnkit.ops.attention`: `"auto"`,
             `"naive"`, `"chunked"` or `"fused"`. Defaults to `"auto"`.
+        {transformer_args}
 
     Call arguments:
         query: `(B, Tq, Dq)` (or `(B, ..., Dq)` with `attention_axes`).
@@ -139,6 +143,7 @@ class MultiHeadAttention(keras.layers.Layer):
             Defaults to `None`.
         cache_update_index: int or scalar integer tensor, where the new keys
             and values go in `cache`. Defaults to `None`.
+        {transformer_call}
 
     Returns:
         The output `(B, Tq, *output_shape*)`; then, with
@@ -158,6 +163,12 @@ class MultiHeadAttention(keras.layers.Layer):
     ...                     return_attention_scores=True)
     >>> tuple(out.shape), tuple(scores.shape)
     ((2, 6, 16), (2, 4, 6, 6))
+    >>> streaming = attnkit.layers.MultiHeadAttention(
+    ...     num_heads=4, key_dim=8, position_bias="alibi", logit_soft_cap=50.0,
+    ...     sliding_window=4, attention_sinks=2, learned_sinks=True)
+    >>> ids = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 1]])
+    >>> tuple(streaming(x, x, use_causal_mask=True, segment_ids=ids).shape)
+    (2, 6, 16)
 
     References:
         - Vaswani et al. 2017, "Attention Is All You Need",
@@ -470,7 +481,7 @@ class MultiHeadAttention(keras.layers.Layer):
             position_bias=self._position_bias,
             num_heads=self._num_heads,
             t5_settings=(self._t5_num_buckets, self._t5_max_distance, self._t5_bidirectional),
-            t5_table=self._t5_table,
+            t5_table=_read(self._t5_table),
             causal=bool(use_causal_mask),
             user_score_mod=score_mod,
             soft_cap=self._logit_soft_cap,
@@ -502,7 +513,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 hook_kwargs["score_mod"] = score_fn
                 hook_kwargs["score_mod_params"] = score_params
             if self._sinks is not None:
-                hook_kwargs["sinks"] = self._sinks
+                hook_kwargs["sinks"] = _read(self._sinks)
         else:
             options.refuse_score_options(
                 type(self), "_compute_attention", self._score_options(score_mod)
@@ -916,3 +927,10 @@ def _position_mask(query, key, causal, window):
     return masks_lib.aligned_mask(
         ops.shape(query)[1], ops.shape(key)[1], causal=causal, window=window, alignment="top_left"
     )
+
+
+def _read(variable):
+    """A variable's value as a tensor, or None. ``ops.convert_to_tensor`` hands
+    TensorFlow's variable back, which ``tf.custom_gradient`` (the chunked
+    path's backward) refuses to close over; a cast reads it."""
+    return None if variable is None else ops.cast(variable, variable.dtype)
