@@ -6,18 +6,19 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 BACKENDS ?= jax torch tensorflow
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-slow fuzz bench lint clean
+.PHONY: demo test test-fast test-slow fuzz bench lint package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 
-# The default install: attnkit with its default backend (JAX).
+# The default install: attnkit with its default backend (JAX), plus the plots the
+# dates demo saves (the `viz` extra: matplotlib).
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PIP) -e .
+	$(PIP) -e ".[viz]"
 	@touch $@
 
-# Everything the tests need: all three backends and the test tools.
+# Everything the tests need: all three backends, every extra (`all`) and the test tools.
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) -e ".[all,test]"
 	@touch $@ $(VENV)/.demo-installed
@@ -32,11 +33,32 @@ demo: $(VENV)/.demo-installed
 # shape), so a second worker puts the CI machine's second core to use.
 # TEST_WORKERS=0 runs in this process (no xdist), e.g. for pdb.
 TEST_WORKERS ?= 2
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed package-check
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
 		KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	done
+
+# The package as users get it: build the sdist and the wheel (from the sdist), install
+# the wheel into a fresh venv with only its own dependencies (Keras, NumPy, JAX; pip's
+# cache makes this a copy, not a download; the venv's pip is .venv's, and bytecode is
+# compiled on import, only for what is imported: about a minute saved), check that matplotlib and scikit-learn did
+# not come along, run `attnkit info` and tests/scripts/package_smoke.py (imports, one
+# epoch of a tiny Attention model, py.typed, the extras' messages) there, outside the
+# source tree so the wheel is what is imported. Once per `make test`, not per backend.
+PACKAGE_CHECK := build/package-check
+WHEEL_VENV := $(PACKAGE_CHECK)/venv
+VERSION = $(shell sed -n 's/^version = "\([^"]*\)"/\1/p' pyproject.toml | head -n 1)
+package-check: $(VENV)/.test-installed
+	@rm -rf $(PACKAGE_CHECK) && mkdir -p $(PACKAGE_CHECK)
+	$(PY) -m build --outdir $(PACKAGE_CHECK)/dist . > $(PACKAGE_CHECK)/build.log 2>&1 \
+		|| { cat $(PACKAGE_CHECK)/build.log; exit 1; }
+	$(PYTHON) -m venv --without-pip $(WHEEL_VENV)
+	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install --quiet --disable-pip-version-check \
+		--no-compile $(PACKAGE_CHECK)/dist/attnkit-*.whl
+	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
+		env -u KERAS_BACKEND bin/attnkit info && \
+		env -u KERAS_BACKEND bin/python $(CURDIR)/tests/scripts/package_smoke.py $(VERSION)
 
 # Long training runs (paper reproductions, demo accuracy).
 test-slow: $(VENV)/.test-installed
@@ -76,9 +98,11 @@ fuzz: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(VENV)/bin/attnkit bench
 
+# ruff, and mypy over the attnkit package (configured in pyproject.toml).
 lint: $(VENV)/.test-installed
-	$(PIP) "ruff>=0.5"
+	$(PIP) "ruff>=0.5" "mypy==2.4.1"
 	$(VENV)/bin/ruff check attnkit tests
+	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info attnkit-out
+	rm -rf $(VENV) build dist *.egg-info attnkit-out
