@@ -69,7 +69,7 @@ def _layer_weights(maps, layers=None) -> list:
         names, arrays = list(range(len(maps))), list(maps)
     if not arrays:
         raise ValueError(f"`maps` must hold at least one layer's weights. Received: maps={maps!r}")
-    out = []
+    out: list[np.ndarray] = []  # (B, H, T, T) per layer
     for name, w in zip(names, arrays, strict=True):
         w = np.asarray(w, dtype=np.float64)
         if w.ndim not in (3, 4) or w.shape[-1] != w.shape[-2]:

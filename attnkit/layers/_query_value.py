@@ -47,7 +47,7 @@ class QueryValueInputsMixin:
     """Validates and unpacks ``[query, value(, third)]`` inputs and masks."""
 
     #: The optional third list entry: "key", another name, or None for none.
-    _third_input = "key"
+    _third_input: str | None = "key"
     #: Whether inputs may be (..., T, D) with any rank >= 3 rather than (B, T, D).
     _any_batch_rank = True
 

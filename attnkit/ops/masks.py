@@ -122,7 +122,7 @@ def causal_mask(query_length: int, key_length: int | None = None, *, alignment="
 def sliding_window_mask(
     query_length: int,
     key_length: int | None = None,
-    window: int = 1,
+    window: int | None = 1,
     *,
     causal=False,
     alignment="bottom_right",
