@@ -40,6 +40,10 @@ DEMOS = {
         "attnkit.cli.demos.digits",
         "scikit-learn digits: conv net with spatial self-attention",
     ),
+    "lm": (
+        "attnkit.cli.demos.lm",
+        "a small GPT-style language model with grouped-query attention and a key/value cache",
+    ),
 }
 BENCH_MODULE = "attnkit.cli.bench"
 SHOW_MODULE = "attnkit.cli.show"
