@@ -19,9 +19,20 @@ token, sequences are padded with ``end_token``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
 from keras import ops
 
 from attnkit import _checks, sampling
+
+if TYPE_CHECKING:
+    import keras
+
+# step(tokens (B,) int32, states) -> (log_probs (B, V), states); see the module docstring.
+Step = Callable[[Any, Any], tuple[Any, Any]]
+# (tokens (B, max_length) int32, scores (B,) float32, lengths (B,) int32)
+Decoded = tuple[Any, Any, Any]
 
 _NEG = -1e9
 
@@ -33,7 +44,9 @@ def _check(max_length, end_token, beam_width=1, length_penalty=0.0):
     _checks.non_negative_number(length_penalty, "length_penalty")
 
 
-def cell_step(cell, embedding, projection):
+def cell_step(
+    cell: keras.layers.Layer, embedding: keras.layers.Layer, projection: keras.layers.Layer
+) -> Step:
     """The step of a decoder made of `embedding` -> `cell` -> `projection`.
 
     `projection` maps the cell output to logits or probabilities over the
@@ -68,7 +81,8 @@ def cell_step(cell, embedding, projection):
             return ops.log(ops.maximum(logits, 1e-30)), list(states)
         return ops.log_softmax(logits, axis=-1), list(states)
 
-    step.alignment = cell.state_alignment  # for beam_search's coverage penalty
+    # For beam_search's coverage penalty (a function attribute, which mypy does not model).
+    step.alignment = cell.state_alignment  # type: ignore[attr-defined]
     return step
 
 
@@ -128,7 +142,14 @@ def _greedy_choice(log_probs, t):
     return ops.cast(ops.argmax(log_probs, axis=-1), "int32")
 
 
-def greedy_decode(step, initial_states, *, start_token, end_token, max_length):
+def greedy_decode(
+    step: Step,
+    initial_states: Sequence[Any],
+    *,
+    start_token: int,
+    end_token: int,
+    max_length: int,
+) -> Decoded:
     """Greedy decoding: the most probable token at every step.
 
     Args:
@@ -154,17 +175,17 @@ def greedy_decode(step, initial_states, *, start_token, end_token, max_length):
 
 
 def sample_decode(
-    step,
-    initial_states,
+    step: Step,
+    initial_states: Sequence[Any],
     *,
-    start_token,
-    end_token,
-    max_length,
-    seed,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-):
+    start_token: int,
+    end_token: int,
+    max_length: int,
+    seed: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Decoded:
     """Sampling: each token drawn from the model's distribution, reshaped.
 
     At step `t` the token is drawn from `attnkit.sampling.filter_log_probs`
@@ -295,18 +316,18 @@ def _beam_step(
 
 
 def beam_search(
-    step,
-    initial_states,
+    step: Step,
+    initial_states: Sequence[Any],
     *,
-    start_token,
-    end_token,
-    max_length,
-    beam_width,
-    length_penalty=0.0,
-    coverage_penalty_weight=0.0,
-    alignment_fn=None,
-    keep_greedy=True,
-):
+    start_token: int,
+    end_token: int,
+    max_length: int,
+    beam_width: int,
+    length_penalty: float = 0.0,
+    coverage_penalty_weight: float = 0.0,
+    alignment_fn: Callable[[Any], Any] | None = None,
+    keep_greedy: bool = True,
+) -> Decoded:
     """Beam search: keeps the `beam_width` best prefixes at every step.
 
     Candidates are ranked by `score / lp(length) + β · cp` with the GNMT
@@ -377,7 +398,7 @@ def beam_search(
     offsets = (ops.arange(batch, dtype="int32") * k)[:, None]  # (B, 1)
     extra = []
     if beta:
-        tv = ops.shape(alignment_fn(states))[-1]
+        tv = ops.shape(alignment_fn(states))[-1]  # type: ignore[misc]  # callable: checked above
         extra = [ops.zeros((batch, k, tv), "float32")]  # (B, K, Tv)
 
     def cond(t, tokens, states, seq, scores, lengths, finished, *extra):

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
+from typing import Any
 
 import keras
 
@@ -396,7 +397,9 @@ def _extractor(model):
     return extractor
 
 
-def attention_maps(model, inputs, batch_size=None) -> dict:
+def attention_maps(
+    model: keras.Model, inputs: Any, batch_size: int | None = None
+) -> dict[str, Any]:
     """The attention weights of every attention layer in a model, for some inputs.
 
     Works on functional and Sequential models holding attnkit layers or

@@ -16,6 +16,7 @@ lower triangle. ``"top_left"``: query ``i`` sits at position ``i`` (the
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import keras
 from keras import ops
@@ -112,7 +113,9 @@ def aligned_mask(query_length, key_length, *, causal=False, window=None, alignme
     return position_mask(q_pos, k_pos, causal=alignment if causal else None, window=window)
 
 
-def causal_mask(query_length: int, key_length: int | None = None, *, alignment="bottom_right"):
+def causal_mask(
+    query_length: int, key_length: int | None = None, *, alignment: str | None = "bottom_right"
+) -> Any:
     """Lower-triangular ``(Tq, Tv)`` mask; see the module docstring for alignment."""
     key_length = query_length if key_length is None else key_length
     alignment = normalize_causal(True if alignment is None else alignment)
@@ -124,9 +127,9 @@ def sliding_window_mask(
     key_length: int | None = None,
     window: int | None = 1,
     *,
-    causal=False,
-    alignment="bottom_right",
-):
+    causal: bool = False,
+    alignment: str | None = "bottom_right",
+) -> Any:
     """``(Tq, Tv)`` mask with ``|i - j| < window`` (and ``j <= i`` when ``causal``).
 
     Query positions are aligned to key positions as for ``causal_mask``.
@@ -139,7 +142,7 @@ def sliding_window_mask(
     )
 
 
-def padding_mask(lengths_or_mask, max_length: int | None = None):
+def padding_mask(lengths_or_mask: Any, max_length: int | None = None) -> Any:
     """``(B, T)`` boolean mask from lengths ``(B,)`` or from a ``(B, T)`` mask.
 
     Lengths need ``max_length``. A ``(B, T)`` input is returned as booleans.
@@ -161,7 +164,7 @@ def padding_mask(lengths_or_mask, max_length: int | None = None):
     return positions < ops.cast(x, "int32")[:, None]
 
 
-def combine_masks(*masks):
+def combine_masks(*masks: Any) -> Any:
     """AND of all masks that are not None (broadcasting); None if all are None."""
     result = None
     for mask in masks:
