@@ -6,7 +6,7 @@ fresh environment's Python, KERAS_BACKEND unset so attnkit picks its default)
 Checks that the import comes from the installed wheel (not a source tree), that
 it has the expected version and ships ``py.typed``, that neither matplotlib nor
 scikit-learn came with the core dependencies, that ``attnkit``,
-``attnkit.layers`` and ``attnkit.ops`` import and a tiny model with
+``attnkit.layers``, ``attnkit.ops`` and ``attnkit.testing`` import and a tiny model with
 ``attnkit.layers.Attention`` fits for one epoch, and that the extras' messages
 appear when they are really missing (``import attnkit.viz``, ``attnkit demo
 digits``). Prints the environment's distributions; exits non-zero on a failure.
@@ -32,6 +32,7 @@ for module, dist in (("matplotlib", "matplotlib"), ("sklearn", "scikit-learn")):
 import attnkit  # noqa: E402  (first: it picks the default backend before Keras starts)
 import attnkit.layers  # noqa: E402
 import attnkit.ops  # noqa: E402
+import attnkit.testing  # noqa: E402  (the layer contract: no pytest, no hypothesis)
 
 package = Path(attnkit.__file__).resolve().parent
 assert package.parent == site, f"attnkit imported from {package}, not the wheel in {site}"
