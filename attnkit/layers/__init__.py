@@ -20,3 +20,7 @@ from attnkit.layers.location_sensitive_attention import (
 from attnkit.layers.luong_attention import LuongAttention as LuongAttention
 from attnkit.layers.monotonic_attention import MonotonicAttention as MonotonicAttention
 from attnkit.layers.multi_head_attention import MultiHeadAttention as MultiHeadAttention
+from attnkit.layers.position_embeddings import RotaryEmbedding as RotaryEmbedding
+from attnkit.layers.position_embeddings import (
+    SinusoidalPositionEncoding as SinusoidalPositionEncoding,
+)

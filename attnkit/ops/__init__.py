@@ -20,6 +20,11 @@ from attnkit.ops.pooling import attention_pool as attention_pool
 from attnkit.ops.pooling import feedforward_scores as feedforward_scores
 from attnkit.ops.pooling import han_scores as han_scores
 from attnkit.ops.pooling import pooling_weights as pooling_weights
+from attnkit.ops.positions import qk_norm as qk_norm
+from attnkit.ops.positions import rotary as rotary
+from attnkit.ops.positions import (
+    sinusoidal_position_encoding as sinusoidal_position_encoding,
+)
 from attnkit.ops.scores import additive_score as additive_score
 from attnkit.ops.scores import cosine_score as cosine_score
 from attnkit.ops.scores import dot_score as dot_score

@@ -157,6 +157,18 @@ EXAMPLES: dict[str, LayerExample] = {
         5,
         scores_shape=(2, 5, 7),
     ),
+    # Position layers: no weights, no scores; the mask passes on.
+    "RotaryEmbedding": LayerExample(
+        {"rotary_dim": 4, "scaling": "yarn", "scaling_factor": 2.0, "original_max_position": 4},
+        ((2, 5, 8),),
+        "single",
+        (2, 5, 8),
+        0,
+        scores_kwarg=None,
+    ),
+    "SinusoidalPositionEncoding": LayerExample(
+        {"max_wavelength": 100.0}, ((2, 5, 8),), "single", (2, 5, 8), 0, scores_kwarg=None
+    ),
     # Inputs: decoder targets (B, Ty, F) and encoder memory (B, Tx, D). The
     # LSTM's kernel, recurrent kernel and bias plus Bahdanau's three weights;
     # the LSTMCell owns a seed generator (for its dropout) even at rate 0.
