@@ -59,6 +59,12 @@ def reference_layer(
     q = np.einsum("btd,dhk->bthk", xq, w["wq"]) + w["bq"]  # (B, Tq, H, Dk)
     k = np.einsum("btd,dhk->bthk", xkv, w["wk"]) + w["bk"]  # (B, Tv, Hkv, Dk)
     v = np.einsum("btd,dhk->bthk", xkv, w["wv"]) + w["bv"]
+    if config.get("qk_norm") is not None:
+        q = _float64_op("qk_norm", q, w["query_norm"], config)
+        k = _float64_op("qk_norm", k, w["key_norm"], config)
+    if config.get("position_embedding") is not None:
+        q = _float64_op("rotary", q, None, config)
+        k = _float64_op("rotary", k, None, config)
     heads, kv_heads = q.shape[2], k.shape[2]
     kh = np.repeat(k, heads // kv_heads, axis=2)  # query head h reads kv head h // G
     vh = np.repeat(v, heads // kv_heads, axis=2)
@@ -104,6 +110,38 @@ def reference_layer(
     return out, p
 
 
+def _float64_op(name, x, scale, config):
+    """QK-norm and rotary of the reference, in float64 from the equations.
+
+    ``"rms"``: ``g * x / sqrt(mean(x^2) + eps)``; ``"l2"``: ``g * x / ||x||``
+    (where the epsilon goes matters far below the tolerance here). Rotary:
+    token t at position t, pairs (x_m, x_{m + r/2}) of the first r =
+    ``rotary_dim`` features rotated by ``t * base^(-2m / r)`` (half-split,
+    the default), or pairs (x_2m, x_2m+1) when ``interleaved``.
+    """
+    x = np.asarray(x, np.float64)
+    if name == "qk_norm":
+        eps = config.get("qk_norm_epsilon", 1e-6)
+        if config["qk_norm"] == "rms":
+            return scale * x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)
+        return scale * x / np.sqrt(np.sum(x * x, -1, keepdims=True) + eps)
+    settings = config["position_embedding"]
+    settings = {} if settings == "rotary" else settings
+    d = x.shape[-1]
+    r = settings.get("rotary_dim") or d
+    base = settings.get("max_wavelength", 10000.0)
+    theta = base ** (-2.0 * np.arange(r // 2) / r)  # (r/2,)
+    angle = np.arange(x.shape[1])[:, None] * theta[None]  # (T, r/2)
+    cos, sin = np.cos(angle)[None, :, None], np.sin(angle)[None, :, None]
+    if settings.get("interleaved"):
+        a, b = x[..., 0:r:2], x[..., 1:r:2]
+        rotated = np.stack([a * cos - b * sin, b * cos + a * sin], -1).reshape(*x.shape[:-1], r)
+    else:
+        a, b = x[..., : r // 2], x[..., r // 2 : r]
+        rotated = np.concatenate([a * cos - b * sin, b * cos + a * sin], -1)
+    return np.concatenate([rotated, x[..., r:]], -1)
+
+
 def layer_weights(layer):
     """role -> variable of the layer."""
     roles = {
@@ -120,6 +158,9 @@ def layer_weights(layer):
         roles["t5"] = layer._t5_table
     if layer._sinks is not None:
         roles["sinks"] = layer._sinks
+    if layer._query_norm is not None:
+        roles["query_norm"] = layer._query_norm
+        roles["key_norm"] = layer._key_norm
     return roles
 
 
@@ -127,7 +168,10 @@ def randomise(layer, seed=1):
     """Random values for every weight (biases, T5 table and sinks start at zero)."""
     rng = np.random.default_rng(seed)
     for var in layer.trainable_variables:
-        var.assign(rng.normal(scale=0.5, size=var.shape).astype("float32"))
+        value = rng.normal(scale=0.5, size=var.shape)
+        if var.path.endswith("_norm"):  # QK-norm scales near their initial ones
+            value = 1.0 + 0.4 * value
+        var.assign(value.astype("float32"))
 
 
 def data(seed=0, t=T):
@@ -368,9 +412,13 @@ def test_cached_decoding_equals_the_whole_sequence(cls, name, chunks):
     np.testing.assert_allclose(steps, whole, atol=1e-5)
 
 
-def test_cached_decoding_with_a_tensor_index_inside_a_compiled_function():
+@pytest.mark.parametrize("name", ["combined", "everything"])
+def test_cached_decoding_with_a_tensor_index(name):
+    if name == "everything":
+        _positions_ops()
+    config = {**CONFIGS, **POSITION_CONFIGS}[name]
     x = data()
-    layer = make_layer(MultiHeadAttention, CONFIGS["combined"], x, use_causal_mask=True)
+    layer = make_layer(MultiHeadAttention, config, x, use_causal_mask=True)
     whole = to_numpy(layer(x, x, use_causal_mask=True))
     cache = keras.ops.zeros((B, 2, T, HKV, DK))
     outs = []
@@ -660,3 +708,117 @@ def test_chunked_gradients_equal_the_naive_ones():
     got = list(layer_gradients(chunked, loss_of(chunked)).values())
     for g, w, var in zip(got, want, naive.trainable_variables, strict=True):
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4, err_msg=var.path)
+
+
+# QK-norm and rotary (attnkit.ops.positions) ----------------------------------------
+
+POSITION_CONFIGS = {
+    "rotary": {"position_embedding": "rotary"},
+    "rotary_partial": {"position_embedding": {"rotary_dim": 2, "max_wavelength": 100.0}},
+    "rotary_interleaved": {"position_embedding": {"interleaved": True}},
+    "qk_norm_rms": {"qk_norm": "rms"},
+    "qk_norm_l2": {"qk_norm": "l2"},
+    # rotary + GQA (HKV < H) + sliding window + sinks + soft cap + learned sinks
+    "everything": {
+        "position_embedding": "rotary",
+        "qk_norm": "rms",
+        "sliding_window": 3,
+        "attention_sinks": 1,
+        "logit_soft_cap": 2.0,
+        "learned_sinks": True,
+    },
+}
+
+
+def _positions_ops():
+    return pytest.importorskip("attnkit.ops.positions", reason="attnkit.ops.positions not landed")
+
+
+@pytest.mark.parametrize("cls", [MultiHeadAttention, GroupedQueryAttention])
+@pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
+@pytest.mark.parametrize("causal", [True, False])
+def test_position_options_match_the_reference(cls, name, causal):
+    _positions_ops()
+    x = data()
+    config = POSITION_CONFIGS[name]
+    layer = make_layer(cls, config, x, use_causal_mask=causal)
+    out, scores = layer(x, x, use_causal_mask=causal, return_attention_scores=True)
+    want_out, want_scores = reference_layer(
+        _reference_weights(layer), x, x, causal=causal, config=config
+    )
+    np.testing.assert_allclose(to_numpy(scores), want_scores, atol=2e-6)
+    np.testing.assert_allclose(to_numpy(out), want_out, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
+def test_position_options_gradients(name):
+    _positions_ops()
+    x = data()
+    config = POSITION_CONFIGS[name]
+    layer = make_layer(MultiHeadAttention, config, x, use_causal_mask=True)
+    cotangent = np.random.default_rng(5).normal(size=(B, T, DQ))
+
+    def loss_fn():
+        out = layer(x, x, use_causal_mask=True)
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(cotangent, out.dtype))
+
+    def reference_loss(weights):
+        out, _ = reference_layer(weights, x, x, causal=True, config=config)
+        return float(np.sum(out * cotangent))
+
+    got = layer_gradients(layer, loss_fn)
+    want = numeric_gradients(reference_loss, _reference_weights(layer))
+    for role, var in layer_weights(layer).items():
+        np.testing.assert_allclose(got[var.path], want[role], atol=2e-4, rtol=1e-3, err_msg=role)
+
+
+@pytest.mark.parametrize("cls", [MultiHeadAttention, GroupedQueryAttention])
+@pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
+@pytest.mark.parametrize("chunks", [(1,) * T, (2, 3, 1)])
+def test_position_options_cached_decoding(cls, name, chunks):
+    _positions_ops()
+    x = data()
+    layer = make_layer(cls, POSITION_CONFIGS[name], x, use_causal_mask=True)
+    whole = to_numpy(layer(x, x, use_causal_mask=True, segment_ids=SEGMENTS))
+    np.testing.assert_allclose(_decode(layer, x, chunks, SEGMENTS), whole, atol=1e-5)
+
+
+def test_position_options_contract_and_round_trip(tmp_path):
+    _positions_ops()
+    config = POSITION_CONFIGS["everything"]
+    run_layer_contract(
+        GroupedQueryAttention,
+        {"head_dim": 4, "num_query_heads": 4, "num_key_value_heads": 2, **config},
+        [(2, 5, 8), (2, 7, 8)],
+        call_style="qv",
+        call_kwargs={"use_causal_mask": True},
+        expected_output_shape=(2, 5, 8),
+        expected_scores_shape=(2, 4, 5, 7),
+        mask_input=0,
+        expected_num_trainable_weights=11,  # 8 of Keras' + sinks + two norm scales
+        expected_num_non_trainable_weights=0,
+        expected_num_seed_generators=0,
+    )
+    x = data()
+    model = _model(MultiHeadAttention, config)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setting,match",
+    [
+        ({"rotary_dim": 3}, r"even int from 2 to key_dim=4"),
+        ({"rotary_dim": 8}, r"even int from 2 to key_dim=4"),
+        ({"base": 10.0}, r"unknown: \['base'\]"),
+        ({"offset": 2}, r"unknown: \['offset'\]"),
+        ({"sequence_axis": 2}, r"unknown: \['sequence_axis'\]"),
+        ({"scaling": "dynamic"}, r"do not suit attnkit.ops.rotary"),
+        ({"max_wavelength": -1.0}, r"do not suit attnkit.ops.rotary"),
+    ],
+)
+def test_position_embedding_errors(setting, match):
+    _positions_ops()
+    with pytest.raises(ValueError, match=rf"position_embedding.*{match}"):
+        MultiHeadAttention(num_heads=H, key_dim=DK, position_embedding=setting)

@@ -115,8 +115,8 @@ def _rotary():
     return rotary
 
 
-# Settings the layer supplies itself: the tensor and its positions.
-_ROTARY_OWN = ("x", "positions", "offset")
+# Settings the layer supplies itself: the tensor, its positions and layout.
+_ROTARY_OWN = ("x", "positions", "offset", "sequence_axis", "feature_axis")
 
 
 def check_position_embedding(value, key_dim):
@@ -415,8 +415,10 @@ ARGS_DOC = """position_bias: `None`, `"alibi"` or `"t5"` (Transformer options 3)
         qk_norm_epsilon: the `eps` of `qk_norm`. Defaults to `1e-6`.
         position_embedding: `None`, `"rotary"`, or a dict of
             `attnkit.ops.rotary` settings (`max_wavelength`, `rotary_dim`, an
-            even number up to `key_dim`, `interleaved`, `scaling`, ...).
-            Defaults to `None`."""
+            even number up to `key_dim`, `interleaved`, `scaling`, ...; the
+            layer gives the positions). With `scaling="dynamic"` set
+            `sequence_length`, or cached decoding past the original length
+            differs from the whole-sequence call. Defaults to `None`."""
 
 CALL_DOC = """segment_ids: integer `(B, T)`, the document of every position of a
             packed self-attention input (with a cache: `(B, S)`, of every
