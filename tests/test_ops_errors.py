@@ -103,9 +103,9 @@ CASES = [
         r"implementation='fused' cannot serve.*score=cosine",
     ),
     (
-        "chunked-dropout",
-        lambda: attention(Q3, K3, K3, implementation="chunked", dropout=0.1, training=True),
-        r"chunked.*dropout",
+        "fused-dropout",
+        lambda: attention(Q3, K3, K3, implementation="fused", dropout=0.1, training=True),
+        r"fused.*dropout",
     ),
     ("weights-window", lambda: attention_weights(Q3, K3, window=0), r"Received: window=0"),
 ]

@@ -464,11 +464,23 @@ def attention(
             blocks it hides entirely and the mask work on the blocks it leaves
             wholly visible. Build it once, reuse it across calls and layers.
             Defaults to `None`.
-        dropout: dropout rate on the weights during training. Defaults to `0.0`.
+        dropout: dropout rate on the weights during training (inverted
+            dropout: kept weights are scaled by ``1 / (1 - dropout)``; the
+            softmax is normalised before dropout). Served by the naive and
+            the chunked paths, which draw the same keep-mask for the same
+            seed: each weight's is a pure function of a per-call key and its
+            (batch, head, query, key) indices (``attnkit.ops.counter_noise``),
+            so the chunked backward regenerates it block by block in O(N)
+            memory. Defaults to `0.0`.
         training: whether dropout is active. Defaults to `False`.
-        seed: int or ``keras.random.SeedGenerator`` for dropout. Defaults to `None`.
+        seed: int or ``keras.random.SeedGenerator`` for dropout. An int gives
+            the same mask on every call and on every backend; a generator is
+            drawn from once per call, so calls differ and a generator built
+            from a fixed seed repeats its sequence; None draws from Keras'
+            global generator. Defaults to `None`.
         return_weights: also return the weights, ``(B, Tq, Tv)`` or
-            ``(B, H, Tq, Tv)``. Defaults to `False`.
+            ``(B, H, Tq, Tv)``, taken before dropout (naive path only).
+            Defaults to `False`.
         implementation: ``"naive"`` (materialises the scores), ``"chunked"``
             (exact online softmax over blocks, O(N) memory), ``"fused"`` (the
             backend's kernel through ``keras.ops.dot_product_attention``) or
@@ -504,14 +516,22 @@ def attention(
     )
     dropout_active = bool(dropout > 0 and training)
     impl = dispatch.choose(problem, implementation, return_weights, dropout_active)
+    rate, dropout_key = 0.0, None
+    if dropout_active and impl != "fused":
+        from attnkit.ops import counter_noise
+
+        # Drawn once per call: the keep-mask of every weight is a pure function
+        # of this key and the weight's global indices (ops.counter_noise).
+        rate, dropout_key = dropout, counter_noise.dropout_key(seed)
     if impl == "naive":
         from attnkit.ops import naive
 
-        out, weights = naive.attend(problem, dropout=dropout if dropout_active else 0.0, seed=seed)
+        out, weights = naive.attend(problem, dropout=rate, dropout_key=dropout_key)
     elif impl == "chunked":
         from attnkit.ops import chunked
 
-        out, weights = chunked.attend(problem, block_size=block_size), None
+        out = chunked.attend(problem, block_size=block_size, dropout=rate, dropout_key=dropout_key)
+        weights = None
     else:
         from attnkit.ops import fused
 

@@ -19,6 +19,14 @@ backward to the forward with each backend's custom-gradient mechanism; with a
 ``bias`` or a non-dot score the forward is differentiated by plain autodiff
 instead.
 
+Attention dropout (on the softmax weights, as Keras and PyTorch apply it)
+multiplies the ``p`` that reaches the values by an inverted-dropout factor
+``z`` (``1 / (1 - rate)`` or 0) while ``l`` sums the undropped ``p``; ``z`` is a
+pure function of a per-call key and the weight's global indices
+(``counter_noise.dropout_factor``), so the backward regenerates it block by
+block: ``dv += (p·z)ᵀ do`` and ``dp = (do vᵀ)·z``, with ``rowsum(do · o)``
+unchanged. The naive path draws the same mask.
+
 Blocks that a causal or window mask hides entirely are skipped, not computed and
 discarded. Grouped-query attention never repeats keys: a key block is matched
 against the G query heads that share it in one batched matmul. Written once
@@ -29,13 +37,15 @@ backend.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 from keras import ops
 
 from attnkit import _checks
-from attnkit.ops import backend, modding, naive
+from attnkit.ops import backend, counter_noise, modding, naive
 from attnkit.ops.block_sparsity import BLOCK_EMPTY, BLOCK_FULL
 from attnkit.ops.masks import combine_masks, large_negative, position_mask
 from attnkit.ops.softmax import softmax_dtype
@@ -74,6 +84,8 @@ class Blocking:
     has_sinks: bool = False
     n_params: int = 0  # score_mod's parameters, after (q, k, v[, sinks]) in the inputs
     table: tuple | None = None  # BlockMask.table: (nq, nk) of EMPTY/PARTIAL/FULL
+    kv_heads: int = 1
+    dropout: float = 0.0  # the rate; its key travels in ``aux``
 
     def _table_entry(self, q_start, k_start):
         flat = ops.convert_to_tensor([c for row in self.table for c in row], "int32")
@@ -149,7 +161,7 @@ class Blocking:
         return mask
 
 
-def blocking(problem, block_size=None):
+def blocking(problem, block_size=None, dropout=0.0):
     table = None
     if problem.block_mask is not None:
         if block_size is not None and tuple(block_size) != problem.block_mask.block_size:
@@ -182,6 +194,8 @@ def blocking(problem, block_size=None):
         has_sinks=problem.sinks is not None,
         n_params=len(problem.score_mod_params),
         table=table,
+        kv_heads=problem.num_kv_heads,
+        dropout=dropout,
     )
 
 
@@ -320,6 +334,20 @@ def _block_masks(cfg, mask, q_start, k_start, idx, groups, positional):
     )
 
 
+def _dropout_rows(cfg, key, batch, q_start):
+    """Dropout row hashes (B, Hkv, G, bq) of a query block, or None."""
+    if not cfg.dropout:
+        return None
+    return counter_noise.dropout_rows(key, batch, cfg.heads, cfg.kv_heads, q_start, cfg.bq)
+
+
+def _dropped(p, rows, cfg, k_start):
+    """``p`` (B, Hkv, G, bq, bk) times the block's inverted-dropout factors."""
+    if rows is None:
+        return p
+    return p * counter_noise.dropout_factor(rows, cfg.dropout, k_start, cfg.bk, p.dtype)
+
+
 def _indices(cfg, batch, q_start, k_start):
     if cfg.score_mod is None and cfg.mask_mod is None:
         return None
@@ -334,14 +362,18 @@ def forward(inputs, aux, cfg, *, bias=None, logits_fn=None):
     ``inputs`` is ``(query, key, value[, sinks], *score_mod_params)``: ``query``
     (B, Tq, Hkv, G, D) already scaled, ``key`` (B, Tv, Hkv, D), ``value``
     (B, Tv, Hkv, Dv), all in the softmax dtype; ``sinks`` (Hkv, G). ``aux`` is
-    ``(mask,)``, ``mask`` a padded-free bool (B|1, Hkv|1, G|1, Tq|1, Tv|1) or
-    None. ``logits_fn(q_block, k_block)`` maps head-major blocks to
-    (B, Hkv, G, bq, bk); the default is the dot product. Returns the output
-    (B, Tq, Hkv, G, Dv) and the log-sum-exp (B, Hkv, G, Tq) (0 on rows with
-    nothing to attend to and no sink).
+    ``(mask, dropout_key)``, ``mask`` a padded-free bool (B|1, Hkv|1, G|1,
+    Tq|1, Tv|1) or None, ``dropout_key`` the int32 key of
+    ``counter_noise.dropout_key`` (used when ``cfg.dropout`` > 0) or None.
+    Dropout multiplies the probabilities that reach the values, not those of
+    the denominator (inverted dropout of the softmax weights).
+    ``logits_fn(q_block, k_block)`` maps head-major blocks to (B, Hkv, G, bq,
+    bk); the default is the dot product. Returns the output (B, Tq, Hkv, G,
+    Dv) and the log-sum-exp (B, Hkv, G, Tq) (0 on rows with nothing to attend
+    to and no sink).
     """
     query, key, value, sinks, params = _split(inputs, cfg)
-    (mask,) = aux
+    mask, dropout_key = aux
     dtype = softmax_dtype(query.dtype)
     batch, _, kv_heads, groups, _ = ops.shape(query)
     dv = value.shape[-1]
@@ -359,6 +391,7 @@ def forward(inputs, aux, cfg, *, bias=None, logits_fn=None):
     def query_block(i):
         q_start = i * cfg.bq
         qb = ops.take(q_blocks, i, axis=0)  # (B, Hkv, G, bq, D)
+        drop_rows = _dropout_rows(cfg, dropout_key, batch, q_start)  # (B, Hkv, G, bq) or None
         rows = (batch, kv_heads, groups, cfg.bq)
         if sinks is None:
             m0 = ops.full(rows, neg, dtype=dtype)
@@ -401,7 +434,7 @@ def forward(inputs, aux, cfg, *, bias=None, logits_fn=None):
                 p = p * ops.cast(block_mask, dtype)
             correction = ops.exp(m - m_new)
             denom_new = denom * correction + ops.sum(p, axis=-1)
-            pv = _pv(p, ops.take(v_blocks, j, axis=0))  # (B, Hkv, G, bq, Dv)
+            pv = _pv(_dropped(p, drop_rows, cfg, k_start), ops.take(v_blocks, j, axis=0))
             return (
                 m_new,
                 denom_new,
@@ -432,10 +465,13 @@ def backward(inputs, aux, cfg, out, lse, d_out):
     ``score_mod`` is differentiated block by block (``backend.vjp``): its
     parameters' gradients are summed over the key-block sweep, so they need
     O(N) memory too. Sinks: ``d sink = -sum_rows exp(sink - lse) · delta``.
+    Dropout (factors z regenerated from the key): ``dv += (p·z)ᵀ do`` and
+    ``dp = (do vᵀ)·z``; ``delta = rowsum(do · o)`` still equals
+    ``rowsum(p · dp)`` because ``o = (p·z) v``.
     Returns the gradients of ``inputs``, in their layouts.
     """
     query, key, value, sinks, params = _split(inputs, cfg)
-    (mask,) = aux
+    mask, dropout_key = aux
     dtype = query.dtype
     batch, _, _, groups, _ = ops.shape(query)
     q_blocks = _query_blocks(query, cfg)  # (nq, B, Hkv, G, bq, D)
@@ -451,14 +487,15 @@ def backward(inputs, aux, cfg, out, lse, d_out):
     neg = large_negative(dtype)
 
     def probs_and_dlogits(i, j, with_params):
-        """p, ds (each (B, Hkv, G, bq, bk)) of block (i, j) and, when
-        ``with_params``, the block's share of the score_mod parameters' gradients."""
+        """p (after dropout), ds (each (B, Hkv, G, bq, bk)) of block (i, j) and,
+        when ``with_params``, the block's share of the score_mod parameters' gradients."""
         q_start, k_start = i * cfg.bq, j * cfg.bk
         idx = _indices(cfg, batch, q_start, k_start)
         qb = ops.take(q_blocks, i, axis=0)
         s = _qk(qb, ops.take(k_blocks, j, axis=0))
         pullback = None
         if cfg.score_mod is not None:
+            mod: Callable[..., Any]  # one name, two signatures (mypy)
             if with_params:
 
                 def mod(s, *params):
@@ -478,7 +515,13 @@ def backward(inputs, aux, cfg, out, lse, d_out):
             p = p * ops.cast(block_mask, dtype)
         dob = ops.take(do_blocks, i, axis=0)
         dp = _qk(dob, ops.take(v_blocks, j, axis=0))
+        drop_rows = _dropout_rows(cfg, dropout_key, batch, q_start)
+        if drop_rows is not None:
+            factor = counter_noise.dropout_factor(drop_rows, cfg.dropout, k_start, cfg.bk, dtype)
+            dp = dp * factor
         ds = p * (dp - ops.take(delta_blocks, i, axis=0)[..., None])
+        if drop_rows is not None:
+            p = p * factor
         d_params = ()
         if pullback is not None:
             grads = pullback(ds)
@@ -522,7 +565,7 @@ def backward(inputs, aux, cfg, out, lse, d_out):
 
 # Blocked attention with the O(N)-memory backward: ``inputs`` = (query, key,
 # value[, sinks], *score_mod_params) as in ``forward``, all differentiated;
-# ``aux`` = (mask,) not differentiated; ``cfg`` a ``Blocking``. Returns
+# ``aux`` = (mask, dropout_key) not differentiated; ``cfg`` a ``Blocking``. Returns
 # (B, Tq, Hkv, G, Dv).
 flash_attention = backend.custom_vjp(forward, backward)
 
@@ -532,9 +575,16 @@ def uses_custom_gradient(problem):
     return problem.score_name == "dot" and problem.bias is None
 
 
-def attend(problem, block_size=None):
-    """Returns the output (B, Tq, Hkv, G, Dv), computed block by block."""
-    cfg = blocking(problem, block_size)
+def attend(problem, block_size=None, dropout=0.0, dropout_key=None):
+    """Returns the output (B, Tq, Hkv, G, Dv), computed block by block.
+
+    ``dropout`` > 0: the weights reaching the values are multiplied by
+    ``counter_noise.dropout_factor`` of ``dropout_key``, regenerated block by
+    block in the forward and the backward (nothing of size Tq·Tv is stored);
+    the naive path draws exactly the same mask.
+    """
+    cfg = blocking(problem, block_size, dropout)
+    aux = (problem.mask, dropout_key if dropout > 0 else None)
     query = naive.prescaled_query(problem)  # in the softmax dtype
     dtype = softmax_dtype(query.dtype)
     out_dtype = keras.backend.result_type(problem.query.dtype, problem.value.dtype)
@@ -543,7 +593,7 @@ def attend(problem, block_size=None):
     extras += problem.score_mod_params
     if uses_custom_gradient(problem):
         inputs = (ops.cast(query, dtype), ops.cast(problem.key, dtype), value) + extras
-        out = flash_attention(inputs, (problem.mask,), cfg)
+        out = flash_attention(inputs, aux, cfg)
         return ops.cast(out, out_dtype)
 
     def logits_fn(qb, kb):
@@ -551,7 +601,7 @@ def attend(problem, block_size=None):
 
     out, _ = forward(
         (query, problem.key, value) + extras,
-        (problem.mask,),
+        aux,
         cfg,
         bias=problem.bias,
         logits_fn=logits_fn,

@@ -90,3 +90,83 @@ def normal(state, like):
         axis=-1,
     )
     return noise, next_state
+
+
+# Attention dropout ---------------------------------------------------------------
+#
+# The keep-mask of attention dropout is a pure function of a per-call key and
+# the global (batch, head, query, key) indices of each weight, so the chunked
+# path's forward and its recomputing backward regenerate the same mask block by
+# block, and the naive path draws exactly the same one (same seed: same output
+# on both paths, up to rounding). Rows are hashed once per (batch, head, query);
+# each weight then costs one more ``lowbias32`` round on its key index. The
+# comparison is integer-only, so an integer seed gives the same mask on every
+# backend.
+
+_ROW_B, _ROW_H, _ROW_Q = 0x2545F491, 0x1B873593, 0x68E31DA4  # odd multipliers
+_COL = 0x9E3779B1 - (1 << 32)  # golden-ratio Weyl step, as a signed 32-bit integer
+_INT_SEED_SALT = 0x5BD1E995
+
+
+def dropout_key(seed):
+    """The per-call dropout key: an int32 scalar tensor.
+
+    An integer ``seed`` maps to its key without touching any backend's random
+    generator, so it gives the same mask on every backend (and, as with
+    ``keras.random.dropout``, on every call). A ``keras.random.SeedGenerator``
+    (or None: Keras' global generator) is drawn from once, so successive calls
+    differ and a generator built from a fixed seed repeats its sequence.
+    """
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        words = (seed & 0x7FFFFFFF, (seed >> 31) & 0x7FFFFFFF)
+        s0, s1 = _i32(words[0]), _i32(words[1] ^ _INT_SEED_SALT)
+    else:
+        drawn = keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=seed)
+        s0, s1 = drawn[0], drawn[1]
+    return _mix(ops.bitwise_xor(_mix(s0), s1))
+
+
+def keep_threshold(rate):
+    """The 24-bit integer a weight's hash must reach to be kept: keep
+    probability ``1 - threshold / 2**24`` (``rate`` rounded to 2**-24)."""
+    return int(round(rate * (1 << 24)))
+
+
+def row_keys(key, batch, head, query):
+    """Hashes of (key, batch, head, query): int32 tensors broadcast together.
+
+    ``batch``, ``head`` and ``query`` are int32 index tensors, each already
+    shaped to broadcast to the rows (e.g. (B, 1, 1, 1), (1, Hkv, G, 1),
+    (1, 1, 1, q)); each is mixed in at its own (small) shape.
+    """
+    x = _mix(ops.bitwise_xor(key, ops.multiply(batch, _i32(_ROW_B))))
+    x = _mix(ops.bitwise_xor(x, ops.multiply(head, _i32(_ROW_H))))
+    return _mix(ops.bitwise_xor(x, ops.multiply(query, _i32(_ROW_Q))))
+
+
+def keep_mask(rows, kv, threshold):
+    """Bool keep-mask of the weights: ``rows`` (..., q) from ``row_keys``,
+    ``kv`` (k,) int32 global key indices -> (..., q, k)."""
+    bits = _mix(ops.bitwise_xor(rows[..., None], ops.multiply(kv, _i32(_COL))))
+    return ops.greater_equal(_shift_right(bits, 8), _i32(threshold))
+
+
+def dropout_rows(key, batch, num_heads, kv_heads, q_start, q_len):
+    """Row hashes (B, Hkv, G, q_len) of query rows ``q_start + [0, q_len)``
+    (counted from 0 in the query, not placed by an alignment) of every query
+    head ``h``, held by key/value head ``h // G`` (Keras' grouped layout)."""
+    groups = num_heads // kv_heads
+    b = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1))  # (B, 1, 1, 1)
+    h = ops.reshape(ops.arange(num_heads, dtype="int32"), (1, kv_heads, groups, 1))
+    q = ops.reshape(ops.arange(q_len, dtype="int32") + q_start, (1, 1, 1, -1))  # (1, 1, 1, q)
+    return row_keys(key, b, h, q)  # (B, Hkv, G, q)
+
+
+def dropout_factor(rows, rate, k_start, k_len, dtype="float32"):
+    """Inverted-dropout factors (B, Hkv, G, q, k_len) of keys ``k_start + [0,
+    k_len)`` for ``rows`` from ``dropout_rows``: ``1 / (1 - rate)`` where the
+    weight is kept, 0 where it is dropped; they multiply the softmax weights."""
+    kv = ops.arange(k_len, dtype="int32") + k_start  # (k,)
+    keep = keep_mask(rows, kv, keep_threshold(rate))  # (B, Hkv, G, q, k)
+    scale = ops.convert_to_tensor(1.0 / (1.0 - rate), dtype)
+    return ops.where(keep, scale, ops.zeros_like(scale))

@@ -58,12 +58,13 @@ def score_elements(problem):
 
 
 def chunked_supports(problem, return_weights, dropout_active):
+    """Why the chunked path cannot serve this request, or None if it can
+    (``dropout_active`` is accepted: it applies the same dropout as naive)."""
+    del dropout_active
     if return_weights:
         return (
             "it never materialises the weights; use attention_weights() or implementation='naive'"
         )
-    if dropout_active:
-        return "it does not apply dropout; use implementation='naive'"
     if problem.query_length is None or problem.key_length is None:
         return "it needs static sequence lengths"
     return None
@@ -141,5 +142,6 @@ def layer_implementation(
             and key_length is not None
             and query_length * key_length > _chunked_threshold(backend_lib.name())
         )
-        return "chunked" if large and not (return_weights or dropout > 0) else "naive"
+        # Dropout is no reason for naive: chunked draws the same mask (issue 17).
+        return "chunked" if large and not return_weights else "naive"
     return implementation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from attnkit.ops import modding
+from attnkit.ops import counter_noise, modding
 from attnkit.ops.masks import combine_masks
 from attnkit.ops.softmax import masked_softmax, softmax_dtype
 
@@ -77,14 +77,31 @@ def _softmax_with_sinks(scores, mask, sinks):
     return masked_softmax(extended, mask, axis=-1)[..., :-1]
 
 
-def attend(problem, dropout=0.0, seed=None):
-    """Returns (output (B, Tq, Hkv, G, Dv), weights (B, Hkv, G, Tq, Tv))."""
+def attend(problem, dropout=0.0, dropout_key=None):
+    """Returns (output (B, Tq, Hkv, G, Dv), weights (B, Hkv, G, Tq, Tv)).
+
+    With ``dropout`` > 0 the weights that reach the values are multiplied by
+    ``counter_noise.dropout_factor`` of ``dropout_key`` (inverted dropout,
+    the keep-mask a pure function of the key and each weight's global
+    indices: the chunked path draws the same one); the returned weights are
+    those before dropout.
+    """
     w = weights(problem)
     value = problem.value
     compute_dtype = keras.backend.result_type(problem.query.dtype, value.dtype)
-    w = ops.cast(w, compute_dtype)
-    returned = w
+    returned = ops.cast(w, compute_dtype)
     if dropout > 0:
-        w = keras.random.dropout(w, dropout, seed=seed)
+        rows = counter_noise.dropout_rows(
+            dropout_key,
+            ops.shape(problem.query)[0],
+            problem.num_heads,
+            problem.num_kv_heads,
+            0,
+            problem.runtime_length("query"),
+        )  # (B, Hkv, G, Tq)
+        w = w * counter_noise.dropout_factor(
+            rows, dropout, 0, problem.runtime_length("key"), w.dtype
+        )  # (B, Hkv, G, Tq, Tv)
+    w = ops.cast(w, compute_dtype)
     out = ops.einsum("bhgqk,bkhd->bqhgd", w, ops.cast(value, compute_dtype))  # (B, Tq, Hkv, G, Dv)
     return out, returned
