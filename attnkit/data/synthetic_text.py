@@ -103,7 +103,7 @@ def stream(num_tokens: int, seed: int) -> np.ndarray:
             f"`num_tokens` must be a positive integer. Received: num_tokens={num_tokens!r}"
         )
     rng = np.random.default_rng(seed)
-    ids = []
+    ids: list[int] = []
     while len(ids) < num_tokens:
         ids += [TOKEN_ID[w] for w in story(rng)]
     return np.asarray(ids, dtype="int32")

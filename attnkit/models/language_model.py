@@ -28,6 +28,9 @@ functions are compiled where the backend allows it (``jax.jit`` on JAX,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -417,6 +420,7 @@ class LanguageModel(keras.Model):
                     logits, seed, t, temperature=temperature, top_k=top_k, top_p=top_p
                 )
 
+            fn: Callable[..., Any]  # one signature per kind
             if kind == "cached":
 
                 def fn(tokens, cache, index, t):
