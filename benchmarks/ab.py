@@ -22,6 +22,10 @@ with the same score_mod and SDPA with the ALiBi bias materialised.
 ``--suite documents``: 8 equal packed documents, dense chunked attention
 against the same call with a document ``block_mask`` (and the mask_mod
 without one).
+``--suite dropout`` (issue 17): forward + backward (the gradient of
+``sum(out)`` wrt q = k = v) of the chunked path with and without attention
+dropout (rate 0.1, training), and the naive path with dropout (what dropout
+fell back to before) at N <= 2048.
 """
 
 import argparse
@@ -141,6 +145,57 @@ def document_contenders(backend, n, documents=8):
     return _compiled(backend, fs)
 
 
+DROPOUT_RATE = 0.1
+
+
+def dropout_contenders(backend, n):
+    from attnkit.ops import attention
+
+    def chunked(q):
+        return attention(q, q, q, implementation="chunked")
+
+    def chunked_dropout(q):
+        return attention(
+            q, q, q, implementation="chunked", dropout=DROPOUT_RATE, training=True, seed=1
+        )
+
+    def naive_dropout(q):
+        return attention(
+            q, q, q, implementation="naive", dropout=DROPOUT_RATE, training=True, seed=1
+        )
+
+    fs = {"chunked": chunked, "chunked+dropout": chunked_dropout}
+    if n <= 2048:  # (B, H, N, N) float32 scores: 128 MiB each at N=2048
+        fs["naive+dropout"] = naive_dropout
+    return {name: _gradient(backend, f) for name, f in fs.items()}
+
+
+def _gradient(backend, f):
+    """q -> d sum(f(q)) / dq, compiled like the forward contenders."""
+    if backend == "jax":
+        import jax
+
+        return jax.jit(jax.grad(lambda q: ops.sum(f(q))))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def tf_grad(q):
+            with tf.GradientTape() as tape:
+                tape.watch(q)
+                value = ops.sum(f(q))
+            return tape.gradient(value, q)
+
+        return tf_grad
+
+    def torch_grad(q):
+        q = q.detach().requires_grad_(True)
+        ops.sum(f(q)).backward()
+        return q.grad
+
+    return torch_grad
+
+
 def _compiled(backend, fs):
     if backend == "jax":
         import jax
@@ -160,12 +215,14 @@ def run(n, causal, rounds, suite="peers"):
         fs = mod_contenders(backend, n)
     elif suite == "documents":
         fs = document_contenders(backend, n)
+    elif suite == "dropout":
+        fs = dropout_contenders(backend, n)
     else:
         fs = contenders(backend, causal)
     times = {name: [] for name in fs}
 
     def call(f):
-        if backend == "torch":
+        if backend == "torch" and suite != "dropout":  # dropout: gradients are timed
             import torch
 
             with torch.no_grad():
@@ -187,12 +244,14 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[1024, 4096, 8192])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--causal", choices=("no", "yes", "both"), default="both")
-    parser.add_argument("--suite", choices=("peers", "mods", "documents"), default="peers")
+    parser.add_argument(
+        "--suite", choices=("peers", "mods", "documents", "dropout"), default="peers"
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     backend = keras.backend.backend()
     if args.suite != "peers":
-        first = {"mods": "plain", "documents": "dense"}[args.suite]
+        first = {"mods": "plain", "documents": "dense", "dropout": "chunked"}[args.suite]
         print(f"| backend | N | contender | ms | / {first} |")
         print("|---|---|---|---|---|")
         for n in args.n:
