@@ -5,7 +5,9 @@ size in every mode, forward + backward at N=2048 (B=1, H=8, D=32) must grow
 the peak by less than ``LIMIT_MIB``, while one (B, H, N, N) float32 score
 matrix alone is 128 MiB. The same script then runs the naive path, whose
 growth must exceed the limit: the measurement can tell the two apart.
-Issue 17, item 3; a test of memory, never of time.
+Issue 17, item 3; a test of memory, never of time. The chunked runs cover the
+plain call, score/mask mods and attention dropout (whose keep-mask the
+backward regenerates block by block).
 """
 
 import json
@@ -45,6 +47,8 @@ SCRIPT = textwrap.dedent(
             extra = {}
             if kwargs.get("mods"):
                 extra = dict(score_mod=alibi, score_mod_params=(slopes,), mask_mod=documents)
+            if kwargs.get("dropout"):
+                extra.update(dropout=0.1, training=True, seed=3)
             impl = kwargs["impl"]
             out = attention(q, k, v, causal=True, implementation=impl, **extra)
             return ops.sum(out)
@@ -79,6 +83,7 @@ SCRIPT = textwrap.dedent(
 
     result = {}
     runs = [dict(impl="chunked"), dict(impl="chunked", mods=True)]
+    runs.append(dict(impl="chunked", dropout=True))
     for kwargs in runs + [dict(impl="naive")]:
         for name, f in modes(kwargs).items():
             [ops.convert_to_numpy(g) for g in f(*inputs(256))]  # compile, warm up
@@ -86,7 +91,8 @@ SCRIPT = textwrap.dedent(
     for kwargs in runs:
         for name, f in modes(kwargs).items():
             [ops.convert_to_numpy(g) for g in f(*inputs(n))]
-            result[name + (" +mods" if kwargs.get("mods") else "")] = peak_mib() - base
+            tag = " +mods" if kwargs.get("mods") else " +dropout" if kwargs.get("dropout") else ""
+            result[name + tag] = peak_mib() - base
     chunked_peak = peak_mib()
     f = next(iter(modes(dict(impl="naive")).values()))
     [ops.convert_to_numpy(g) for g in f(*inputs(n))]
