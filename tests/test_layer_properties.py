@@ -86,7 +86,8 @@ class Variant:
     """One way to build and call a layer.
 
     ``style``: "list" (``layer([q, v], mask=[qm, vm])``), "qv" (MultiHeadAttention),
-    "pool" (``layer(v, mask=vm)``), "cell" (AttentionRNNCell in keras.layers.RNN,
+    "pool" (``layer(v, mask=vm)``), "position" (a position layer on v; an encoding is
+    added to v, as it is used), "cell" (AttentionRNNCell in keras.layers.RNN,
     decoder inputs q over memory v), "greedy"/"beam" (attnkit.decoding).
     ``scores``: the call can return the weights (``return_attention_scores``).
     ``context``: the output is the weights times the values, so a query with
@@ -350,6 +351,21 @@ VARIANTS = {
         _cell(lambda: L.LocationSensitiveAttention(UNITS, filters=3, kernel_size=3)),
         "cell",
     ),
+    # Position layers (style "position": ``layer(v, mask=vm)``): finite outputs and gradients.
+    "RotaryEmbedding/yarn": Variant(
+        "RotaryEmbedding",
+        lambda: L.RotaryEmbedding(scaling="yarn", scaling_factor=2.0, original_max_position=4),
+        "position",
+        scores=False,
+        context=False,
+    ),
+    "SinusoidalPositionEncoding": Variant(
+        "SinusoidalPositionEncoding",
+        lambda: L.SinusoidalPositionEncoding(),
+        "position",
+        scores=False,
+        context=False,
+    ),
     "greedy_decode": Variant(
         "AttentionRNNCell", _cell(lambda: L.BahdanauAttention(UNITS)), "greedy"
     ),
@@ -403,6 +419,11 @@ def _forward(variant, layer, extra, q, v, qm, vm):
         return out if variant.scores else (out, None)
     if variant.style == "pool":
         return layer(v, mask=vm, return_attention_scores=True)
+    if variant.style == "position":
+        out = layer(v, mask=vm)
+        if variant.layer == "SinusoidalPositionEncoding":  # added to the embeddings
+            out = keras.ops.cast(v, out.dtype) + out
+        return out, None
     state = layer.get_initial_state(memory=v, memory_mask=vm)
     if "rnn" not in extra:  # made once the cell knows its memory's shape
         previous = keras.config.dtype_policy()
