@@ -83,6 +83,7 @@ PROMPT = np.random.default_rng(0).integers(0, 29, (3, 7)).astype("int32")
         {},
         {"position_embedding": None, "tie_embeddings": False},
         {"sliding_window": None, "num_key_value_heads": 1},
+        {"position_embedding": "learned"},
     ],
 )
 def test_greedy_tokens_are_the_same_with_and_without_the_cache(kwargs):

@@ -169,7 +169,7 @@ class LanguageModel(keras.Model):
         sliding_window: attention window (positions, itself included), or
             `None`. Defaults to `None`.
         position_embedding: `"rotary"`, `"learned"` or `None`.
-            Defaults to `"learned"`.
+            Defaults to `"rotary"`.
         tie_embeddings: the output projection is the token embedding's
             transpose. Defaults to `True`.
         dropout: residual dropout rate. Defaults to `0.0`.
@@ -198,7 +198,7 @@ class LanguageModel(keras.Model):
         num_key_value_heads=2,
         mlp_dim=None,
         sliding_window=None,
-        position_embedding="learned",
+        position_embedding="rotary",
         tie_embeddings=True,
         dropout=0.0,
         layer_norm_epsilon=1e-5,

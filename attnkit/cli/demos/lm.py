@@ -10,8 +10,8 @@ chunks of ``--length`` tokens with next-token targets.
 Model (``attnkit.models.language_model.LanguageModel``): token embedding,
 pre-norm blocks of causal grouped-query self-attention (H query heads, Hkv
 key/value heads, a sliding window) and a GELU MLP, a final layer norm and
-the tied embedding as output. Positions are a learned absolute table: the
-stand-in (``POSITIONS``) until rotary embeddings land in the attention layers.
+the tied embedding as output. Positions are rotary embeddings applied by the
+attention layers (``GroupedQueryAttention(position_embedding="rotary")``).
 
 Output: the held-out loss (nats/token) next to the entropy of the training
 unigram distribution (and an add-0.1 bigram model's held-out loss), a greedy
@@ -28,7 +28,7 @@ import time
 from attnkit.cli.demos import common
 
 NAME = "lm"
-POSITIONS = "learned"  # stand-in until GroupedQueryAttention(position_embedding="rotary") lands
+POSITIONS = "rotary"  # GroupedQueryAttention(position_embedding="rotary")
 SIZES = {
     # name: (num_layers, hidden_dim, num_query_heads, num_key_value_heads, sliding_window)
     "full": (3, 96, 4, 2, 64),
