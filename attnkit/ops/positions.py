@@ -537,7 +537,7 @@ def qk_norm(x, scale=None, *, kind="rms", epsilon=1e-6):
 
     >>> import numpy as np
     >>> from attnkit.ops import qk_norm
-    >>> np.asarray(qk_norm(np.array([[3.0, 4.0]]), kind="l2")).tolist()
+    >>> np.round(np.asarray(qk_norm(np.array([[3.0, 4.0]]), kind="l2"), "float64"), 6).tolist()
     [[0.6, 0.8]]
 
     References:
