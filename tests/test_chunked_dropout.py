@@ -363,3 +363,24 @@ def test_auto_and_layers_take_the_chunked_path_with_dropout():
     assert dispatch.layer_implementation("auto", False, n, n, False, 0.1) == "chunked"
     assert dispatch.layer_implementation("auto", False, n, n, True, 0.1) == "naive"
     assert dispatch.layer_implementation("auto", False, 8, 8, False, 0.1) == "naive"
+
+
+def test_multi_head_attention_trains_with_dropout_on_the_chunked_path():
+    """The layer takes `implementation="chunked"` with dropout (only fused refuses)."""
+    from attnkit.layers import MultiHeadAttention
+
+    x = np.random.default_rng(0).normal(size=(2, 12, 16)).astype("float32")
+    chunked = MultiHeadAttention(
+        num_heads=4, key_dim=8, dropout=0.3, seed=3, implementation="chunked"
+    )
+    naive = MultiHeadAttention(num_heads=4, key_dim=8, dropout=0.3, seed=3, implementation="naive")
+    chunked(x, x)
+    naive(x, x)
+    naive.set_weights(chunked.get_weights())
+    train = to_numpy(chunked(x, x, training=True))
+    assert np.all(np.isfinite(train))
+    # The same counter-based mask on both paths for the same seed.
+    np.testing.assert_allclose(train, to_numpy(naive(x, x, training=True)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(train, to_numpy(chunked(x, x, training=False)), atol=1e-4)
+    with pytest.raises(ValueError, match="fused kernel has no dropout"):
+        MultiHeadAttention(num_heads=4, key_dim=8, dropout=0.1, implementation="fused")

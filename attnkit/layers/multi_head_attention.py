@@ -273,10 +273,11 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`flash_attention=False` forbids the fused kernel. "
                 f"Received: implementation={implementation!r}"
             )
-        if self._dropout > 0 and (flash_attention or implementation in ("chunked", "fused")):
+        if self._dropout > 0 and (flash_attention or implementation == "fused"):
             raise ValueError(
-                "Dropout on the attention weights needs implementation 'naive' or "
-                f"'auto' (and no flash attention). Received: dropout={dropout}, "
+                "The fused kernel has no dropout on the attention weights; use "
+                "implementation 'auto', 'naive' or 'chunked' (and no flash attention). "
+                f"Received: dropout={dropout}, "
                 f"implementation={implementation!r}, "
                 f"flash_attention={flash_attention!r}"
             )

@@ -118,7 +118,6 @@ class Blocking:
             keep = self._table_entry(q_start, k_start) != BLOCK_EMPTY
         if self.causal is not None:
             keep = k_start <= q_last if keep is None else ops.logical_and(keep, k_start <= q_last)
-            keep = k_start <= q_last
         if self.window is not None:
             near = ops.logical_and(
                 k_start + self.bk - 1 > q_first - self.window,
