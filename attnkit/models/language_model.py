@@ -37,6 +37,7 @@ from keras import ops
 
 from attnkit import _checks, sampling
 from attnkit.layers.grouped_query_attention import GroupedQueryAttention
+from attnkit.ops import backend as core_backend
 
 POSITION_EMBEDDINGS = ("rotary", "learned", None)
 _MIN_BUCKET = 16  # the shortest prefix length compiled without the cache
@@ -469,29 +470,4 @@ def _bucket(length, cap):
 
 def _compile(model, fn):
     """``fn`` compiled for the backend, reading ``model``'s current weights."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        variables = list(model.variables)
-
-        @jax.jit
-        def pure(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-                return fn(*args)
-
-        return lambda *args: pure([v.value for v in variables], *args)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, reduce_retracing=False)
-    if backend == "torch":
-        import torch
-
-        def run(*args):
-            with torch.no_grad():
-                args = [ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
-                return fn(*args)
-
-        return run
-    return fn
+    return core_backend.compiled(fn, list(model.variables))

@@ -18,6 +18,10 @@ measurement recorded in docs/BENCHMARKS.md:
    needs ``tf.map_fn`` over heads and ``transpose_b`` matmuls, so that each
    block's key/value prefix is a free slice rather than a copy.
 
+It also holds ``compiled(fn, variables)``, the one place outside the core that
+compiles an inference function for the running backend (the decoding steps of
+``attnkit.models.language_model``).
+
 This module imports only ``keras`` and the core's two primitive modules
 (``masks``, ``softmax``), never an algorithm: ``tests/test_imports.py`` checks
 it, and that no other module of attnkit but ``dispatch`` (the policy tables)
@@ -59,6 +63,44 @@ def gradient_recorded(*tensors):
 
 
 # Custom gradients ----------------------------------------------------------------
+
+
+def compiled(fn, variables=()):
+    """``fn`` compiled for inference on the running backend.
+
+    JAX: ``jax.jit`` of ``fn`` with ``variables`` (Keras variables it reads)
+    passed in as values, so the compiled function sees their current values on
+    every call; TensorFlow: ``tf.function``; torch: eager under
+    ``torch.no_grad`` (NumPy arguments converted). Arguments keep their
+    shapes: each new shape compiles once.
+    """
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        variables = list(variables)
+
+        @jax.jit
+        def pure(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return fn(*args)
+
+        return lambda *args: pure([v.value for v in variables], *args)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=False)
+    if backend == "torch":
+        import numpy as np
+        import torch
+
+        def run(*args):
+            with torch.no_grad():
+                args = [ops.convert_to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+                return fn(*args)
+
+        return run
+    return fn
 
 
 def custom_vjp(forward, backward):
