@@ -40,7 +40,13 @@ def covers(*names):
 # block mask is not a computation with a float64 counterpart of its own; its
 # block classes are derived by hand and the attention it drives is compared
 # with the float64 reference there.
-TESTED_ELSEWHERE = {"block_mask": "test_score_mods.py"}
+TESTED_ELSEWHERE = {
+    "block_mask": "test_score_mods.py",
+    # Against attnkit.testing.positions_reference (float64), forward and gradients.
+    "rotary": "test_positions.py",
+    "sinusoidal_position_encoding": "test_positions.py",
+    "qk_norm": "test_positions.py",
+}
 
 
 def test_every_public_op_is_tested():
