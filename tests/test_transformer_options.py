@@ -414,8 +414,6 @@ def test_cached_decoding_equals_the_whole_sequence(cls, name, chunks):
 
 @pytest.mark.parametrize("name", ["combined", "everything"])
 def test_cached_decoding_with_a_tensor_index(name):
-    if name == "everything":
-        _positions_ops()
     config = {**CONFIGS, **POSITION_CONFIGS}[name]
     x = data()
     layer = make_layer(MultiHeadAttention, config, x, use_causal_mask=True)
@@ -730,15 +728,10 @@ POSITION_CONFIGS = {
 }
 
 
-def _positions_ops():
-    return pytest.importorskip("attnkit.ops.positions", reason="attnkit.ops.positions not landed")
-
-
 @pytest.mark.parametrize("cls", [MultiHeadAttention, GroupedQueryAttention])
 @pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
 @pytest.mark.parametrize("causal", [True, False])
 def test_position_options_match_the_reference(cls, name, causal):
-    _positions_ops()
     x = data()
     config = POSITION_CONFIGS[name]
     layer = make_layer(cls, config, x, use_causal_mask=causal)
@@ -752,7 +745,6 @@ def test_position_options_match_the_reference(cls, name, causal):
 
 @pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
 def test_position_options_gradients(name):
-    _positions_ops()
     x = data()
     config = POSITION_CONFIGS[name]
     layer = make_layer(MultiHeadAttention, config, x, use_causal_mask=True)
@@ -776,7 +768,6 @@ def test_position_options_gradients(name):
 @pytest.mark.parametrize("name", sorted(POSITION_CONFIGS))
 @pytest.mark.parametrize("chunks", [(1,) * T, (2, 3, 1)])
 def test_position_options_cached_decoding(cls, name, chunks):
-    _positions_ops()
     x = data()
     layer = make_layer(cls, POSITION_CONFIGS[name], x, use_causal_mask=True)
     whole = to_numpy(layer(x, x, use_causal_mask=True, segment_ids=SEGMENTS))
@@ -784,7 +775,6 @@ def test_position_options_cached_decoding(cls, name, chunks):
 
 
 def test_position_options_contract_and_round_trip(tmp_path):
-    _positions_ops()
     config = POSITION_CONFIGS["everything"]
     run_layer_contract(
         GroupedQueryAttention,
@@ -819,6 +809,5 @@ def test_position_options_contract_and_round_trip(tmp_path):
     ],
 )
 def test_position_embedding_errors(setting, match):
-    _positions_ops()
     with pytest.raises(ValueError, match=rf"position_embedding.*{match}"):
         MultiHeadAttention(num_heads=H, key_dim=DK, position_embedding=setting)

@@ -25,6 +25,7 @@ from keras import ops
 from attnkit import _checks
 from attnkit.ops import modding
 from attnkit.ops import mods as mods_lib
+from attnkit.ops.positions import qk_norm, rotary
 
 POSITION_BIASES = ("alibi", "t5")
 QK_NORMS = ("rms", "l2")
@@ -96,23 +97,7 @@ def check_attention_sinks(value, sliding_window):
 def check_qk_norm(value, epsilon):
     value = _checks.one_of(value, "qk_norm", QK_NORMS, allow_none=True)
     epsilon = _checks.positive_number(epsilon, "qk_norm_epsilon")
-    if value is not None:
-        try:
-            from attnkit.ops.positions import qk_norm  # noqa: F401
-        except ImportError as error:  # pragma: no cover - until attnkit.ops.positions exists
-            raise ValueError(
-                "`qk_norm` needs `attnkit.ops.qk_norm`, which this installation lacks. "
-                f"Received: qk_norm={value!r}"
-            ) from error
     return value, epsilon
-
-
-def _rotary():
-    try:
-        from attnkit.ops.positions import rotary
-    except ImportError:  # pragma: no cover - until attnkit.ops.positions exists
-        return None
-    return rotary
 
 
 # Settings the layer supplies itself: the tensor, its positions and layout.
@@ -137,12 +122,6 @@ def check_position_embedding(value, key_dim):
         raise ValueError(
             "`position_embedding` must be None, 'rotary' or a dict of rotary settings. "
             f"Received: position_embedding={value!r:.200}"
-        )
-    rotary = _rotary()
-    if rotary is None:
-        raise ValueError(
-            "`position_embedding` needs `attnkit.ops.rotary`, which this installation "
-            f"lacks. Received: position_embedding={value!r:.200}"
         )
     accepted = [
         name
@@ -175,13 +154,11 @@ def check_position_embedding(value, key_dim):
 
 def apply_rotary(x, settings, offset):
     """Rotates (B, T, H, D) ``x``; token ``t`` sits at position ``offset + t``."""
-    return _rotary()(x, offset=offset, **settings)
+    return rotary(x, offset=offset, **settings)
 
 
 def apply_qk_norm(x, scale, kind, epsilon):
     """Normalises (B, T, H, D) ``x`` per head with the learned (D,) ``scale``."""
-    from attnkit.ops.positions import qk_norm
-
     return qk_norm(x, scale, kind=kind, epsilon=epsilon)
 
 
