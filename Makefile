@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 BACKENDS ?= jax torch tensorflow
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-slow fuzz bench lint package-check clean
+.PHONY: demo test test-fast test-slow fuzz bench lint package-check docs docs-serve clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 # Everything the tests need: all three backends, every extra (`all`) and the test tools.
 $(VENV)/.test-installed: pyproject.toml | $(PY)
 	$(PIP) -e ".[all,test]"
-	@touch $@ $(VENV)/.demo-installed
+	@touch $@ $(VENV)/.demo-installed $(VENV)/.docs-installed
 
 demo: $(VENV)/.demo-installed
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit info
@@ -33,7 +33,7 @@ demo: $(VENV)/.demo-installed
 # shape), so a second worker puts the CI machine's second core to use.
 # TEST_WORKERS=0 runs in this process (no xdist), e.g. for pdb.
 TEST_WORKERS ?= 2
-test: $(VENV)/.test-installed package-check
+test: $(VENV)/.test-installed package-check docs
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
 		KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); \
@@ -59,6 +59,25 @@ package-check: $(VENV)/.test-installed
 	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
 		env -u KERAS_BACKEND bin/attnkit info && \
 		env -u KERAS_BACKEND bin/python $(CURDIR)/tests/scripts/package_smoke.py $(VERSION)
+
+# The documentation site: MkDocs in strict mode (a broken link, a missing page or an
+# unresolved API reference fails the build), offline (no fonts, CDN or inventories
+# fetched; MathJax comes from the docs extra), into site/: open site/index.html. Its
+# hooks draw the figures (docs/hooks/figures.py, cached by a hash of their sources) and
+# the benchmark plots (docs/hooks/benchmarks_plots.py) first. Once per `make test`, not
+# per backend; the pages' code blocks and the docstring examples run in the suite on
+# every backend (tests/test_docs_examples.py, tests/test_docstring_examples.py).
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+$(VENV)/.docs-installed: pyproject.toml | $(PY)
+	$(PIP) -e ".[docs]"
+	@touch $@
+
+docs: $(VENV)/.docs-installed
+	$(MKDOCS) build --strict --quiet
+
+# Serves the site at http://127.0.0.1:8000 and rebuilds it on every change.
+docs-serve: $(VENV)/.docs-installed
+	$(MKDOCS) serve --strict
 
 # Long training runs (paper reproductions, demo accuracy).
 test-slow: $(VENV)/.test-installed
@@ -105,4 +124,4 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info attnkit-out
+	rm -rf $(VENV) build dist *.egg-info attnkit-out site docs/generated
