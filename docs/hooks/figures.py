@@ -585,6 +585,80 @@ def recurrent_reverse():
     )
 
 
+# --- seeing attention --------------------------------------------------------------
+
+
+def _sentence_model():
+    """Two self-attention layers over a sentence, weights from fixed NumPy draws."""
+    import keras
+
+    import attnkit
+
+    rng = np.random.default_rng(10)
+    tokens = "the cat sat on the mat because it was warm".split()
+    ids = np.array([[1, 2, 3, 4, 1, 5, 6, 7, 8, 9]])
+    x = keras.Input((10,), dtype="int32")
+    h = keras.layers.Embedding(10, 16)(x)
+    for i in range(2):
+        h = h + attnkit.layers.MultiHeadAttention(num_heads=4, key_dim=8, name=f"layer{i}")(h, h)
+    model = keras.Model(x, h)
+    model.set_weights(
+        [
+            1.5 * rng.normal(size=w.shape).astype("float32") / np.sqrt(w.shape[0])
+            for w in model.weights
+        ]
+    )
+    return model, ids, tokens
+
+
+@figure("views-head")
+def views_head():
+    """The head view's static export of a two-layer model."""
+    import attnkit
+    from attnkit.viz import head_view
+
+    model, ids, tokens = _sentence_model()
+    maps = attnkit.attention_maps(model, ids)
+    return head_view(maps, tokens=tokens, layer="layer1").figure()
+
+
+@figure("views-model")
+def views_model():
+    """The model view's static export: every layer x head."""
+    import attnkit
+    from attnkit.viz import model_view
+
+    model, ids, tokens = _sentence_model()
+    return model_view(attnkit.attention_maps(model, ids), tokens=tokens).figure()
+
+
+@figure("explain-rollout")
+def explain_rollout():
+    """Raw head-averaged weights of each layer against rollout and flow."""
+    import attnkit
+    from attnkit import explain
+    from attnkit.viz import plot_alignments
+
+    model, ids, tokens = _sentence_model()
+    maps = attnkit.attention_maps(model, ids)
+    layers = [np.asarray(maps[f"layer{i}"])[0].mean(0) for i in range(2)]
+    panels = [*layers, np.asarray(explain.rollout(maps))[0], np.asarray(explain.flow(maps))[0]]
+    return plot_alignments(
+        np.stack(panels),
+        query_labels=tokens,
+        key_labels=tokens,
+        ncols=4,
+        vmin=0.0,
+        titles=[
+            "layer 0, mean over heads",
+            "layer 1, mean over heads",
+            "rollout (residual 0.5)",
+            "flow (residual 0.5)",
+        ],
+        title="What each token is made of: raw attention, rollout and flow",
+    )
+
+
 # --- masking guide --------------------------------------------------------------------
 
 
