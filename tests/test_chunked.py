@@ -206,3 +206,83 @@ def test_forward_and_gradients_equal_float64_at_n_4096(kwargs, rng):
     # dK and dV of the first keys sum over thousands of queries (|dv| up to
     # about 5), so a relative term of 32 float32 ulps joins TOL.
     _check(q, k, v, kwargs, None, rng, grad_rtol=32 * 2**-23)
+
+
+# The two forward loops (dispatch.chunked_loop: "rows" on torch, "blocks"
+# elsewhere) share the backward; each must be exact on every backend.
+
+
+@pytest.fixture(params=("rows", "blocks"))
+def loop(request, monkeypatch):
+    from attnkit.ops import dispatch
+
+    monkeypatch.setitem(dispatch.CHUNKED_LOOP, keras.backend.backend(), request.param)
+    assert dispatch.chunked_loop() == request.param
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "masking", ("none", "causal", "window_top_left", "causal_window", "padding_causal")
+)
+def test_both_loops_equal_float64(loop, masking, rng):
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+    _check(q, k, v, MASKINGS[masking](13, 29), (4, 6), rng)
+
+
+def test_both_loops_zero_fully_masked_rows(loop, rng):
+    test_fully_masked_rows_are_zero_with_zero_gradients(rng)
+
+
+def test_both_loops_fall_back_to_autodiff_with_bias(loop, rng):
+    test_bias_and_cosine_fall_back_to_autodiff_and_stay_exact(rng)
+
+
+def test_row_blocks_split_long_key_rows_exactly(loop, monkeypatch, rng):
+    # 40 elements per block: rows of one query (B·H·Tv = 2·4·29 > 40) or a few.
+    monkeypatch.setattr(chunked, "ROW_BLOCK_ELEMENTS", 40)
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+    _check(q, k, v, {"causal": True, "window": 9, "mask": _padding(29)}, (4, 6), rng)
+
+
+def test_row_plan_visits_only_what_the_masks_leave():
+    cfg = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=None, offset=0)
+    plan = chunked.row_plan(cfg)
+    assert [p[2] for p in plan] == [((0, 4),), ((0, 8),), ((0, 12),), ((0, 16),)]
+    assert all(p[4] for p in plan)  # each block holds part of the diagonal
+    band = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal="bottom_right", window=3, offset=0)
+    assert [p[2] for p in chunked.row_plan(band)] == [
+        ((0, 4),),
+        ((2, 8),),
+        ((6, 12),),
+        ((10, 16),),
+    ]
+    # No mask: one run of every key, no mask work.
+    dense = chunked.Blocking(tq=16, tv=16, bq=4, bk=4, causal=None, window=None, offset=0)
+    assert all(p[2] == ((0, 16),) and not p[3] and not p[4] for p in chunked.row_plan(dense))
+    # A block table: empty blocks are left out (separate runs), full blocks
+    # need no mask_mod, a row of empty blocks visits nothing.
+    e, p, f = chunked.BLOCK_EMPTY, 1, chunked.BLOCK_FULL
+    table = ((f, e, p, e), (e, e, e, e), (f, f, e, e), (e, e, e, f))
+    sparse = chunked.Blocking(
+        tq=16, tv=16, bq=4, bk=4, causal=None, window=None, offset=0, table=table, mask_mod=bool
+    )
+    plan = chunked.row_plan(sparse)
+    assert [q[2] for q in plan] == [((0, 4), (8, 12)), (), ((0, 8),), ((12, 16),)]
+    assert [q[3] for q in plan] == [True, False, False, False]
+
+
+def test_rows_forward_without_residual_gives_the_same_output(rng):
+    from keras import ops
+
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+    problem = prepare(q, k, v, causal=True, sinks=np.ones((H,), "float32"))
+    cfg = chunked.blocking(problem, (4, 6))
+    query = ops.cast(chunked.naive.prescaled_query(problem), "float32")
+    inputs = (query, problem.key, problem.value, ops.cast(problem.sinks, "float32"))
+    with_lse, lse = chunked.rows_forward(inputs, (None, None), cfg, residual=True)
+    without, none = chunked.rows_forward(inputs, (None, None), cfg, residual=False)
+    blocks, block_lse = chunked.forward(inputs, (None, None), cfg)
+    assert none is None
+    np.testing.assert_allclose(to_numpy(without), to_numpy(with_lse), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(to_numpy(with_lse), to_numpy(blocks), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(to_numpy(lse), to_numpy(block_lse), atol=1e-5, rtol=0)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from conftest import to_numpy
 
-from attnkit.ops import attention, dispatch
+from attnkit.ops import attention, dispatch, mods
 from attnkit.ops.attention import prepare
+from attnkit.testing import mods_reference as mods_ref
 
 BACKEND = keras.backend.backend()
 
@@ -220,3 +221,137 @@ def test_causal_and_window_with_lengths_unknown_when_traced(rng, impl):
             )
             got = traced(q, kv).numpy()
             np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0, err_msg=str(kwargs))
+
+
+# Additive score_mods (issue 17): the library's ALiBi and T5 bias are marked
+# (mods.is_additive); the fused kernel takes their bias materialised.
+
+
+def test_auto_takes_the_fused_kernel_for_an_additive_mod_while_its_bias_fits(monkeypatch):
+    alibi, cap = mods.alibi(2), mods.soft_cap(30.0)
+    small, large = (64, 64), (2048, 2048)
+    if BACKEND == "torch":
+        assert _auto(_problem(*small, score_mod=alibi)) == "fused"
+        assert _auto(_problem(*large, score_mod=alibi)) == "fused"  # 2 * 2048**2 <= 2**27
+        monkeypatch.setitem(dispatch.MATERIALISED_BIAS_MAX, "torch", 2 * 2048 * 2048 - 1)
+        assert _auto(_problem(*large, score_mod=alibi)) == "chunked"  # beyond: O(N)
+        assert _auto(_problem(*small, score_mod=alibi)) == "fused"
+    else:  # not measured there: the chunked path (or naive when small)
+        assert _auto(_problem(*large, score_mod=alibi)) == "chunked"
+        assert _auto(_problem(*small, score_mod=alibi)) == "naive"
+    # A mod that is not marked additive never reaches the fused kernel.
+    assert _auto(_problem(*small, score_mod=cap)) == "naive"
+    assert _auto(_problem(*large, score_mod=cap)) == "chunked"
+    assert _auto(_problem(*large, score_mod=mods.compose_scores(alibi, cap))) == "chunked"
+    # Nor does a mask_mod alongside.
+    both = _problem(*large, score_mod=alibi, mask_mod=mods.causal_mask())
+    assert _auto(both) == "chunked"
+
+
+def test_auto_counts_the_gradient_of_a_learned_bias_on_torch(monkeypatch):
+    if BACKEND != "torch":
+        pytest.skip("the materialised bias is auto's choice on torch only")
+    import torch
+
+    table = torch.zeros((32, 2), requires_grad=True)
+    problem = _problem(2048, 2048, score_mod=mods.t5_relative_bias(), score_mod_params=(table,))
+    monkeypatch.setitem(dispatch.MATERIALISED_BIAS_MAX, "torch", 2 * 2048 * 2048)
+    assert _auto(problem) == "chunked"  # bias and its gradient: twice the limit
+    with torch.no_grad():
+        assert _auto(problem) == "fused"
+
+
+def _alibi_t5_inputs(rng, tq=11, tv=19):
+    q = rng.normal(size=(2, tq, 4, 8)).astype("float32")
+    k = rng.normal(size=(2, tv, 2, 8)).astype("float32")
+    v = rng.normal(size=(2, tv, 2, 8)).astype("float32")
+    table = rng.normal(size=(32, 4)).astype("float32")
+    return q, k, v, table
+
+
+@pytest.mark.parametrize("masking", ("none", "causal", "mask"))
+def test_fused_with_additive_mods_equals_float64(masking, rng):
+    q, k, v, table = _alibi_t5_inputs(rng)
+    tq, tv = q.shape[1], k.shape[1]
+    kwargs, mask = {}, None
+    if masking == "causal":
+        kwargs["causal"] = True
+        mask = mods_ref.reference_causal_mask(tq, tv)
+    elif masking == "mask":
+        mask = rng.uniform(size=(2, 1, tq, tv)) > 0.3
+        mask[1, :, :2] = False  # rows with nothing to attend to: zero output
+        kwargs["mask"] = mask
+    bias = mods_ref.reference_alibi_bias(4, tq, tv) + mods_ref.reference_t5_bias(table, tq, tv)
+    mod = mods.compose_scores(mods.alibi(4), mods.t5_relative_bias())
+    assert mods.is_additive(mod)
+    out = to_numpy(
+        attention(
+            q, k, v, score_mod=mod, score_mod_params=(table,), implementation="fused", **kwargs
+        )
+    )
+    expected, _ = mods_ref.reference_modded_attention(q, k, v, bias=bias[None], mask=mask)
+    np.testing.assert_allclose(out, expected, atol=2e-5, rtol=0)
+    if masking == "mask":
+        assert np.all(out[1, :2] == 0)
+
+
+def test_fused_alibi_bias_is_built_once_per_mod_and_size(rng):
+    from attnkit.ops import fused
+
+    q, k, v, _ = _alibi_t5_inputs(rng)
+    mod = mods.alibi(4)
+    first = to_numpy(attention(q, k, v, score_mod=mod, implementation="fused"))
+    cached = fused._BIAS_CACHE["bias"]
+    again = to_numpy(attention(q, k, v, score_mod=mod, implementation="fused"))
+    assert fused._BIAS_CACHE["bias"] is cached  # reused, not rebuilt
+    np.testing.assert_array_equal(first, again)
+    shorter = to_numpy(attention(q, k[:, :15], v[:, :15], score_mod=mod, implementation="fused"))
+    assert fused._BIAS_CACHE["bias"] is not cached  # another size: rebuilt
+    expected, _ = mods_ref.reference_modded_attention(
+        q, k[:, :15], v[:, :15], bias=mods_ref.reference_alibi_bias(4, 11, 15)[None]
+    )
+    np.testing.assert_allclose(shorter, expected, atol=2e-5, rtol=0)
+
+
+def test_fused_learned_table_gradient_equals_float64(rng):
+    if BACKEND != "torch":
+        pytest.skip("gradient through the fused kernel's bias: torch's SDPA")
+    import torch
+
+    q, k, v, table = _alibi_t5_inputs(rng)
+    g = rng.normal(size=q.shape).astype("float32")
+    tensors = [torch.tensor(t, requires_grad=True) for t in (q, k, v, table)]
+    out = attention(
+        *tensors[:3],
+        score_mod=mods.t5_relative_bias(),
+        score_mod_params=(tensors[3],),
+        implementation="fused",
+    )
+    (out * torch.tensor(g)).sum().backward()
+    bias = mods_ref.reference_t5_bias(table, 11, 19)[None]
+    _, _, (dq, dk, dv, dbias) = mods_ref.reference_modded_attention(q, k, v, bias=bias, cotangent=g)
+    want = (dq, dk, dv, mods_ref.reference_t5_table_gradient(dbias))
+    for got, expected in zip(tensors, want, strict=True):
+        np.testing.assert_allclose(got.grad.numpy(), expected, atol=2e-5, rtol=0)
+
+
+def test_fused_refuses_a_mod_that_is_not_additive():
+    problem = _problem(8, 8, score_mod=mods.soft_cap(30.0))
+    with pytest.raises(ValueError, match="only score_mods are additive biases"):
+        dispatch.choose(problem, "fused", False, False)
+    with pytest.raises(ValueError, match="no mask_mod, sinks or block_mask"):
+        dispatch.choose(_problem(8, 8, mask_mod=mods.causal_mask()), "fused", False, False)
+
+
+def test_is_additive_is_declared_never_guessed():
+    def user_alibi(score, b, h, q, kv):  # additive in fact, but not marked
+        return score - keras.ops.cast(keras.ops.abs(q - kv), score.dtype)
+
+    assert not mods.is_additive(user_alibi)
+    assert mods.is_additive(mods.alibi(4)) and mods.is_additive(mods.t5_relative_bias())
+    assert mods.is_additive(mods.compose_scores(mods.alibi(4), mods.t5_relative_bias()))
+    assert not mods.is_additive(mods.compose_scores(mods.alibi(4), user_alibi))
+
+
+def test_chunked_loop_per_backend():
+    assert dispatch.chunked_loop() == ("rows" if BACKEND == "torch" else "blocks")

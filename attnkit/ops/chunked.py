@@ -36,6 +36,7 @@ backend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class Blocking:
     table: tuple | None = None  # BlockMask.table: (nq, nk) of EMPTY/PARTIAL/FULL
     kv_heads: int = 1
     dropout: float = 0.0  # the rate; its key travels in ``aux``
+    residual: bool = True  # rows_forward: whether the log-sum-exp is needed (a backward)
 
     def _table_entry(self, q_start, k_start):
         flat = ops.convert_to_tensor([c for row in self.table for c in row], "int32")
@@ -562,11 +564,201 @@ def backward(inputs, aux, cfg, out, lse, d_out):
     return tuple(grads)
 
 
+# The row-block forward ---------------------------------------------------------
+
+# Elements of one row block's scores (B·H·rows·keys): 2**23 is 32 MiB of
+# float32, so a block and the few temporaries a score_mod makes stay within
+# O(N) memory (rows = 2**23 / (B·H·Tv): 256 at B·H=8, Tv=4096; 32 at Tv=32768).
+ROW_BLOCK_ELEMENTS = 2**23
+
+
+def row_plan(cfg):
+    """Static plan of :func:`rows_forward`: one entry per query block of
+    ``cfg.bq`` rows, ``(q_start, q_stop, runs, mod_needed, position_needed)``.
+
+    ``runs`` are the disjoint ``(k_start, k_stop)`` key ranges some row of the
+    block may see (causal/window band, block-mask table), merged where they
+    touch; ``mod_needed`` is False when the table marks every visited block
+    full (the mask_mod is then not evaluated); ``position_needed`` is False
+    when the causal/window mask hides nothing inside the runs.
+    """
+    plans = []
+    for q0 in range(0, cfg.tq, cfg.bq):
+        q1 = min(q0 + cfg.bq, cfg.tq)
+        first, last = q0 + cfg.offset, q1 - 1 + cfg.offset  # in key coordinates
+        lo, hi = 0, cfg.tv
+        if cfg.causal is not None:
+            hi = min(hi, last + 1)
+        if cfg.window is not None:
+            lo, hi = max(lo, first - cfg.window + 1), min(hi, last + cfg.window)
+        runs: list[tuple[int, int]] = []
+        mod_needed = cfg.mask_mod is not None
+        if cfg.table is None:
+            if lo < hi:
+                runs.append((lo, hi))
+        else:
+            mod_needed = False
+            for j, entry in enumerate(cfg.table[q0 // cfg.bq]):
+                a, b = max(j * cfg.bk, lo), min((j + 1) * cfg.bk, hi)
+                if entry == BLOCK_EMPTY or a >= b:
+                    continue
+                mod_needed = mod_needed or entry != BLOCK_FULL
+                if runs and runs[-1][1] == a:
+                    runs[-1] = (runs[-1][0], b)
+                else:
+                    runs.append((a, b))
+        position_needed = False
+        if runs:
+            k_first, k_last = runs[0][0], runs[-1][1] - 1
+            if cfg.causal is not None and k_last > first:
+                position_needed = True
+            if cfg.window is not None and max(last - k_first, k_last - first) >= cfg.window:
+                position_needed = True
+        plans.append((q0, q1, tuple(runs), mod_needed, position_needed))
+    return plans
+
+
+def _gather(x, runs, axis):
+    """The ``runs`` of ``x`` along ``axis``, concatenated (a view for one run)."""
+    pieces = []
+    for a, b in runs:
+        index = [slice(None)] * len(x.shape)
+        index[axis] = slice(a, b)
+        pieces.append(x[tuple(index)])
+    return pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=axis)
+
+
+def _grouped_rows(x, r0, r1, runs):
+    """Rows ``[r0, r1)`` and key ``runs`` of a (B|1, Hkv|1, G|1, Tq|1, Tv|1)
+    mask or bias (broadcast axes stay 1), or None."""
+    if x is None:
+        return None
+    if x.shape[3] != 1:
+        x = x[:, :, :, r0:r1]
+    if x.shape[4] != 1:
+        x = _gather(x, runs, 4)
+    return x
+
+
+def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
+    """:func:`forward`'s result, computed by query row blocks against every
+    key they may see at once (an exact softmax per block, no online rescaling).
+
+    Same arguments and returns as :func:`forward`; ``residual`` (default
+    ``cfg.residual``) False returns None for the log-sum-exp, which only a
+    backward reads. The loop is static
+    Python: blocks and key ranges that the causal/window band or the block
+    mask hide are never visited, and a block's memory is at most
+    ``ROW_BLOCK_ELEMENTS`` scores (rows are split further for long keys), so
+    it stays O(N). Few, large operations per block: on torch's eager
+    execution each operation costs a pass over memory and a dispatch, which
+    the (256, 512)-block loop paid about 40 times per block
+    (docs/BENCHMARKS.md). Keys and values of a block are gathered only when
+    the block mask leaves several separate ranges.
+    """
+    query, key, value, sinks, params = _split(inputs, cfg)
+    mask, dropout_key = aux
+    residual = cfg.residual if residual is None else residual
+    dtype = softmax_dtype(query.dtype)
+    batch, _, kv_heads, groups, _ = ops.shape(query)
+    dv = value.shape[-1]
+    q_rows = ops.transpose(query, (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, D)
+    k_rows = ops.transpose(key, (0, 2, 1, 3))  # (B, Hkv, Tv, D)
+    v_rows = ops.transpose(value, (0, 2, 1, 3))  # (B, Hkv, Tv, Dv)
+    if logits_fn is None:
+        logits_fn = _qk
+    neg = large_negative(dtype)
+    known_batch = query.shape[0] if isinstance(query.shape[0], int) else 1
+    sink_rows = (
+        None if sinks is None else ops.cast(sinks, dtype)[None, :, :, None]
+    )  # (1, Hkv, G, 1)
+    outs, lses = [], []
+    for q0, q1, runs, mod_needed, position_needed in row_plan(cfg):
+        width = sum(b - a for a, b in runs)
+        step = max(1, min(q1 - q0, ROW_BLOCK_ELEMENTS // max(1, known_batch * cfg.heads * width)))
+        kb = _gather(k_rows, runs, 2) if runs else None  # (B, Hkv, k, D)
+        vb = _gather(v_rows, runs, 2) if runs else None  # (B, Hkv, k, Dv)
+        kv_pos = None
+        if runs:
+            kv_pos = ops.concatenate([ops.arange(a, b, dtype="int32") for a, b in runs])  # (k,)
+        for r0 in range(q0, q1, step):
+            r1 = min(r0 + step, q1)
+            shape = (batch, kv_heads, groups, r1 - r0)
+            if not runs:  # nothing visible: zero output, lse of the sink alone (or 0)
+                outs.append(ops.zeros((*shape, dv), dtype=dtype))
+                lses.append(
+                    ops.zeros(shape, dtype)
+                    if sink_rows is None
+                    else ops.broadcast_to(sink_rows, shape)
+                )
+                continue
+            s = logits_fn(q_rows[:, :, :, r0:r1], kb)  # (B, Hkv, G, rows, k)
+            block_bias = _grouped_rows(bias, r0, r1, runs)
+            if block_bias is not None:
+                s = s + ops.cast(block_bias, dtype)
+            q_pos = ops.arange(r0, r1, dtype="int32") + cfg.offset  # (rows,)
+            idx = None
+            if cfg.score_mod is not None or (cfg.mask_mod is not None and mod_needed):
+                idx = modding.indices(batch, cfg.heads, q_pos, kv_pos)
+            if cfg.score_mod is not None:
+                s = modding.apply_score_mod(cfg.score_mod, s, idx, params)
+            block_mask = combine_masks(
+                position_mask(q_pos[:, None], kv_pos[None, :], causal=cfg.causal, window=cfg.window)
+                if position_needed
+                else None,
+                _grouped_rows(mask, r0, r1, runs),
+                modding.evaluate_mask_mod(cfg.mask_mod, idx, cfg.heads, groups)
+                if cfg.mask_mod is not None and mod_needed
+                else None,
+            )
+            if block_mask is not None:
+                s = ops.where(block_mask, s, neg)
+            if residual or sink_rows is not None:
+                m = ops.maximum(ops.max(s, axis=-1), neg)  # (B, Hkv, G, rows)
+                if sink_rows is not None:
+                    m = ops.maximum(m, sink_rows)
+                p = ops.exp(s - m[..., None])
+                if block_mask is not None:
+                    p = p * ops.cast(block_mask, dtype)
+                denom = ops.sum(p, axis=-1)
+                if sink_rows is not None:
+                    denom = denom + ops.exp(sink_rows - m)
+                has_key = denom > 0
+                safe = ops.where(has_key, denom, ops.ones_like(denom))
+                lses.append(ops.where(has_key, m + ops.log(safe), ops.zeros_like(denom)))
+                p = p / safe[..., None]
+            else:
+                # One fused softmax; rows that the masks empty get no weight.
+                p = ops.softmax(s, axis=-1)
+                if block_mask is not None:
+                    has_key = ops.any(block_mask, axis=-1, keepdims=True)
+                    p = p * ops.cast(has_key, dtype)
+            if cfg.dropout:
+                rows_hash = counter_noise.dropout_rows(
+                    dropout_key, batch, cfg.heads, cfg.kv_heads, r0, r1 - r0
+                )  # (B, Hkv, G, rows)
+                p = p * ops.concatenate(
+                    [
+                        counter_noise.dropout_factor(rows_hash, cfg.dropout, a, b - a, dtype)
+                        for a, b in runs
+                    ],
+                    axis=-1,
+                )
+            outs.append(_pv(p, vb))  # (B, Hkv, G, rows, Dv)
+    out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=3)  # (B, Hkv, G, Tq, Dv)
+    out = ops.transpose(out, (0, 3, 1, 2, 4))  # (B, Tq, Hkv, G, Dv)
+    if not residual:
+        return out, None
+    return out, lses[0] if len(lses) == 1 else ops.concatenate(lses, axis=3)  # (B, Hkv, G, Tq)
+
+
 # Blocked attention with the O(N)-memory backward: ``inputs`` = (query, key,
 # value[, sinks], *score_mod_params) as in ``forward``, all differentiated;
 # ``aux`` = (mask, dropout_key) not differentiated; ``cfg`` a ``Blocking``. Returns
 # (B, Tq, Hkv, G, Dv).
 flash_attention = backend.custom_vjp(forward, backward)
+# The same with :func:`rows_forward` (the loop ``dispatch.chunked_loop`` picks).
+rows_attention = backend.custom_vjp(rows_forward, backward)
 
 
 def uses_custom_gradient(problem):
@@ -580,8 +772,12 @@ def attend(problem, block_size=None, dropout=0.0, dropout_key=None):
     ``dropout`` > 0: the weights reaching the values are multiplied by
     ``counter_noise.dropout_factor`` of ``dropout_key``, regenerated block by
     block in the forward and the backward (nothing of size Tq·Tv is stored);
-    the naive path draws exactly the same mask.
+    the naive path draws exactly the same mask. The forward loop is the one
+    ``dispatch.chunked_loop`` picks for the backend (``"rows"``:
+    :func:`rows_forward`, else :func:`forward`); both share the backward.
     """
+    from attnkit.ops import dispatch
+
     cfg = blocking(problem, block_size, dropout)
     aux = (problem.mask, dropout_key if dropout > 0 else None)
     query = naive.prescaled_query(problem)  # in the softmax dtype
@@ -590,15 +786,20 @@ def attend(problem, block_size=None, dropout=0.0, dropout_key=None):
     value = ops.cast(problem.value, dtype)
     extras = () if problem.sinks is None else (ops.cast(problem.sinks, dtype),)
     extras += problem.score_mod_params
+    rows = dispatch.chunked_loop() == "rows"
     if uses_custom_gradient(problem):
         inputs = (ops.cast(query, dtype), ops.cast(problem.key, dtype), value) + extras
-        out = flash_attention(inputs, aux, cfg)
+        if rows:
+            cfg = dataclasses.replace(cfg, residual=dispatch.residual_needed(*inputs))
+            out = rows_attention(inputs, aux, cfg)
+        else:
+            out = flash_attention(inputs, aux, cfg)
         return ops.cast(out, out_dtype)
 
     def logits_fn(qb, kb):
         return naive.logits(problem, qb, kb)  # (B, Hkv, G, bq, bk)
 
-    out, _ = forward(
+    out, _ = (rows_forward if rows else forward)(
         (query, problem.key, value) + extras,
         aux,
         cfg,

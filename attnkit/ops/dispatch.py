@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from attnkit.ops import backend as backend_lib
+from attnkit.ops import mods
 
 # Above this many (query, key) pairs per head, "auto" takes the chunked path
 # (on torch and TensorFlow: when the fused kernel does not take the call). Measured on a
@@ -35,6 +36,34 @@ FUSED_MAX_SCORES = {"tensorflow": 2**29}
 # B·H=8). Not yet swept; chosen so that the retained scores stay below the
 # chunked path's whole O(N) footprint at the sizes measured.
 FUSED_MAX_SCORES_WITH_GRADIENT = {"tensorflow": 2**26}
+# With an additive score_mod (mods.is_additive: ALiBi, the T5 bias) "auto" on
+# torch materialises the mod's (1, H, Tq, Tv) bias for SDPA while it has at most
+# this many elements (512 MiB of float32: N=4096 at H=8), and takes the O(N)
+# chunked path beyond. The other backends keep the chunked path for every
+# score_mod (not measured against a materialised bias there).
+MATERIALISED_BIAS_MAX = {"torch": 2**27}
+
+
+# The forward loop of the chunked path per backend (default "blocks", the
+# online-softmax loop over (query, key) blocks with keras.ops fori_loop/cond).
+# "rows" (chunked.rows_forward): static Python over query row blocks against
+# all the keys they see, a few large operations per block; on torch, which
+# runs each keras.ops call eagerly as its own pass over memory, it cut ALiBi
+# at N=4096 from 27x to ~2x of SDPA (docs/BENCHMARKS.md, issue 17). On JAX and
+# TensorFlow the compiled block loop stays (a Python loop would unroll).
+CHUNKED_LOOP = {"torch": "rows"}
+
+
+def chunked_loop():
+    """``"rows"`` or ``"blocks"``: the chunked forward loop for the running backend."""
+    return CHUNKED_LOOP.get(backend_lib.name(), "blocks")
+
+
+def residual_needed(*tensors):
+    """Whether the chunked forward must keep the log-sum-exp for a backward:
+    False only where the backend can tell that no gradient is taken (torch);
+    a traced JAX or TensorFlow function may always be differentiated."""
+    return backend_lib.name() != "torch" or backend_lib.gradient_recorded(*tensors)
 
 
 def fused_supports(problem, return_weights, dropout_active):
@@ -45,9 +74,27 @@ def fused_supports(problem, return_weights, dropout_active):
         return "it does not apply dropout"
     if problem.score_name != "dot":
         return f"it only computes dot-product scores (score={problem.score_name or 'callable'})"
-    if problem.has_mods or problem.sinks is not None or problem.block_mask is not None:
-        return "it has no score_mod, mask_mod, sinks or block_mask; use 'chunked' or 'naive'"
+    if problem.mask_mod is not None or problem.sinks is not None or problem.block_mask is not None:
+        return "it has no mask_mod, sinks or block_mask; use 'chunked' or 'naive'"
+    if problem.score_mod is not None and not mods.is_additive(problem.score_mod):
+        return (
+            "its only score_mods are additive biases (attnkit.ops.mods.alibi, "
+            "t5_relative_bias: mods.is_additive); use 'chunked' or 'naive'"
+        )
     return None
+
+
+def bias_fits(problem):
+    """Whether "auto" may materialise an additive score_mod's (1, H, Tq, Tv)
+    bias for the fused kernel on this backend (twice the size counted when
+    the mod's parameters take a gradient: the bias's gradient is as large)."""
+    limit = MATERIALISED_BIAS_MAX.get(backend_lib.name())
+    if limit is None or problem.query_length is None or problem.key_length is None:
+        return False
+    elements = problem.num_heads * problem.query_length * problem.key_length
+    if problem.score_mod_params and backend_lib.gradient_recorded(*problem.score_mod_params):
+        elements *= 2
+    return elements <= limit
 
 
 def score_elements(problem):
@@ -83,10 +130,15 @@ def choose(problem, implementation, return_weights, dropout_active):
             )
         return implementation
     # "auto": on torch the native SDPA kernel (fused, O(N) memory, also
-    # backward) is the fastest path at every measured size.
+    # backward) is the fastest path at every measured size; with an additive
+    # score_mod (ALiBi, T5) it takes the mod's bias materialised while that
+    # fits MATERIALISED_BIAS_MAX (chunked, O(N), beyond).
     backend = backend_lib.name()
     if backend == "torch" and fused_supports(problem, return_weights, dropout_active) is None:
-        return "fused"
+        if problem.score_mod is None or bias_fits(problem):
+            return "fused"
+    if problem.score_mod is not None:
+        return _chunked_or_naive(problem, return_weights, dropout_active, backend)
     tq, tv = problem.query_length, problem.key_length
     pairs = None if tq is None or tv is None else tq * tv
     limits = FUSED_MAX_SCORES
@@ -99,8 +151,13 @@ def choose(problem, implementation, return_weights, dropout_active):
         and fused_supports(problem, return_weights, dropout_active) is None
     ):
         return "fused"
+    return _chunked_or_naive(problem, return_weights, dropout_active, backend)
+
+
+def _chunked_or_naive(problem, return_weights, dropout_active, backend):
+    tq, tv = problem.query_length, problem.key_length
     if chunked_supports(problem, return_weights, dropout_active) is None:
-        if pairs > _chunked_threshold(backend):
+        if tq * tv > _chunked_threshold(backend):
             return "chunked"
     return "naive"
 

@@ -1,12 +1,61 @@
 """The backend's own kernel (``backend.fused_attention``: torch SDPA, keras'
-``dot_product_attention``, blocked causal on TensorFlow), with attnkit's masks."""
+``dot_product_attention``, blocked causal on TensorFlow), with attnkit's masks
+and, for a score_mod marked additive (``mods.is_additive``: ALiBi, the T5
+bias), that mod's bias materialised as a (1, H, Tq, Tv) tensor."""
 
 from __future__ import annotations
 
 from keras import ops
 
-from attnkit.ops import backend
+from attnkit.ops import backend, modding
 from attnkit.ops.masks import combine_masks, large_negative
+
+# The last additive mod's bias without parameters (ALiBi), kept for the next
+# call with the same mod and sizes: a layer calls its mod object with the same
+# length step after step, and the bias is a constant of (mod, H, Tq, Tv,
+# alignment, dtype). One entry, so at most one bias (within dispatch's
+# MATERIALISED_BIAS_MAX) is held; mods with parameters (a learned T5 table)
+# are rebuilt on every call.
+_BIAS_CACHE: dict = {}
+
+
+def mod_bias(problem, dtype):
+    """The additive score_mod's bias in the grouped layout (1, Hkv, G, Tq, Tv)."""
+    tq, tv = problem.runtime_length("query"), problem.runtime_length("key")
+    kv_heads = problem.num_kv_heads
+    groups = problem.num_heads // kv_heads
+    key = None
+    if not problem.score_mod_params and not _is_traced(problem.query):
+        key = (
+            problem.score_mod,
+            problem.num_heads,
+            kv_heads,
+            tq,
+            tv,
+            problem.offset,
+            str(dtype),
+            str(getattr(problem.query, "device", "")),
+        )
+        cached = _BIAS_CACHE.get("bias")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+    idx = modding.block_indices(
+        1, problem.num_heads, 0, tq, 0, tv, offset=problem.offset, tq=tq, tv=tv
+    )
+    zeros = ops.zeros((1, kv_heads, groups, tq, tv), dtype=dtype)
+    bias = modding.apply_score_mod(problem.score_mod, zeros, idx, problem.score_mod_params)
+    if key is not None:
+        _BIAS_CACHE["bias"] = (key, bias)
+    return bias
+
+
+def _is_traced(x):
+    """True for a symbolic tensor (jit, tf.function): nothing is cached then."""
+    try:
+        ops.convert_to_numpy(x[(0,) * len(x.shape)])
+    except Exception:  # each backend's tracer raises its own type
+        return True
+    return False
 
 
 def attend(problem):
@@ -37,6 +86,11 @@ def attend(problem):
             position = position[None, None, None]  # (1, 1, 1, Tq, Tv)
         mask = combine_masks(problem.mask, position)
     bias = problem.bias
+    if problem.score_mod is not None:  # additive (dispatch.fused_supports checked it)
+        from attnkit.ops.softmax import softmax_dtype
+
+        extra = mod_bias(problem, softmax_dtype(query.dtype))
+        bias = extra if bias is None else ops.cast(bias, extra.dtype) + extra
     row_has_key = None
     if mask is not None:
         mask = ops.broadcast_to(

@@ -71,6 +71,28 @@ def _check_mods(mods, name):
             raise ValueError(f"`{name}` must be callables. Received: {name} holds {mod!r:.200}")
 
 
+def is_additive(score_mod) -> bool:
+    """Whether ``score_mod`` declares itself a pure additive bias.
+
+    A mod marked ``score_mod.additive = True`` promises ``score_mod(s, b, h,
+    q, kv, *params) == s + score_mod(0, b, h, q, kv, *params)`` with a bias
+    that depends on neither ``s`` nor the batch row. ``alibi`` and
+    ``t5_relative_bias`` are marked (and ``compose_scores`` of marked mods);
+    a user function never is unless it sets the attribute, nothing is
+    inferred. The core may then materialise the bias once, (1, H, Tq, Tv),
+    and hand it to the backend's fused kernel while it fits in memory.
+
+    Example:
+
+    >>> from attnkit.ops.mods import alibi, compose_scores, is_additive, soft_cap
+    >>> is_additive(alibi(4)), is_additive(soft_cap(50.0))
+    (True, False)
+    >>> is_additive(compose_scores(alibi(4), soft_cap(50.0)))
+    False
+    """
+    return getattr(score_mod, "additive", False) is True
+
+
 # ALiBi (Press, Smith, Lewis 2021) ------------------------------------------------
 
 
@@ -91,6 +113,7 @@ def alibi_slopes(num_heads: int) -> list[float]:
 
     Example:
 
+    >>> from attnkit.ops.mods import alibi_slopes
     >>> alibi_slopes(4)
     [0.25, 0.0625, 0.015625, 0.00390625]
     >>> alibi_slopes(6)[4:]
@@ -143,6 +166,7 @@ def alibi(num_heads: int):
         distance = ops.cast(ops.abs(q_idx - kv_idx), score.dtype)  # (1, 1, q, k)
         return score - m * distance
 
+    alibi_mod.additive = True  # type: ignore[attr-defined]  # a bias of (h, q, kv): is_additive
     return alibi_mod
 
 
@@ -282,6 +306,7 @@ def t5_relative_bias(num_buckets=32, max_distance=128, bidirectional=True):
         return score + ops.cast(bias, score.dtype)
 
     t5_mod.num_params = 1
+    t5_mod.additive = True
     return t5_mod
 
 
@@ -386,6 +411,7 @@ def compose_scores(*mods):
         return score
 
     composed.num_params = total
+    composed.additive = all(is_additive(mod) for mod in mods)
     return composed
 
 
