@@ -119,6 +119,7 @@ def render(date: datetime.date, fmt: str) -> str:
 
     Example:
         >>> import datetime
+        >>> from attnkit.data.dates import render
         >>> render(datetime.date(1979, 5, 3), "d MMM YYY")
         '3 may 1979'
         >>> render(datetime.date(1979, 5, 3), "full")
@@ -148,6 +149,7 @@ def year_span(text: str) -> tuple[int, int]:
     In every format the year is the last run of digits.
 
     Example:
+        >>> from attnkit.data.dates import year_span
         >>> year_span("3 may 1979")
         (6, 10)
         >>> year_span("5/3/79")

@@ -181,6 +181,7 @@ def rotary_inverse_frequencies(rotary_dim: int, **settings) -> np.ndarray:
 
     Example:
 
+    >>> from attnkit.ops.positions import rotary_inverse_frequencies
     >>> rotary_inverse_frequencies(4, max_wavelength=100.0).tolist()
     [1.0, 0.1]
     """
@@ -214,6 +215,7 @@ def yarn_attention_factor(scaling_factor: float, attention_factor: float | None 
     ``rotary`` multiplies the rotated features of q and of k by ``m``, so their
     product grows by ``m² = 1/t``, the paper's attention temperature.
 
+    >>> from attnkit.ops.positions import yarn_attention_factor
     >>> round(yarn_attention_factor(4.0), 6)
     1.138629
     """
