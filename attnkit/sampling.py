@@ -125,7 +125,9 @@ def sample_tokens(logits, seed, step=0, *, temperature=1.0, top_k=None, top_p=No
             int32 tensor of per-row seeds.
         step: the decoding step (an int or int32 scalar): each step draws
             fresh noise. Defaults to `0`.
-        temperature, top_k, top_p: as in `filter_log_probs`.
+        temperature: as in `filter_log_probs`. Defaults to `1.0`.
+        top_k: as in `filter_log_probs`. Defaults to `None`.
+        top_p: as in `filter_log_probs`. Defaults to `None`.
 
     Returns:
         (N,) int32 tokens. The same arguments give the same tokens on every

@@ -352,9 +352,10 @@ class LanguageModel(keras.Model):
             prompt_tokens: (B, P) int token ids, P >= 1.
             num_tokens: tokens to generate; P + num_tokens <= max_length.
             use_cache: decode through the key/value cache. Defaults to `True`.
-            temperature, top_k, top_p: as in
-                `attnkit.sampling.filter_log_probs`. Defaults to `0.0`
-                (greedy), `None`, `None`.
+            temperature: as in `attnkit.sampling.filter_log_probs`; `0.0`
+                is greedy. Defaults to `0.0`.
+            top_k: as in `attnkit.sampling.filter_log_probs`. Defaults to `None`.
+            top_p: as in `attnkit.sampling.filter_log_probs`. Defaults to `None`.
             seed: sampling seed. Defaults to `0`.
 
         Returns:
