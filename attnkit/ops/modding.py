@@ -57,12 +57,19 @@ def _to_heads(x):
     return ops.reshape(x, (b, hkv * g, q, k))
 
 
+def _check_tensor(out, name, what):
+    """A ValueError naming ``name`` unless ``out`` is a tensor (has a shape and a dtype)."""
+    if not (hasattr(out, "shape") and hasattr(out, "dtype")) or isinstance(out, (bool, int, float)):
+        raise ValueError(f"`{name}` must return {what}. Received: {name} returned {out!r:.100}")
+
+
 def apply_score_mod(score_mod, scores, idx, params=()):
     """``score_mod`` on grouped logits (B, Hkv, G, q, k); returns the same layout."""
     dtype = keras.backend.standardize_dtype(scores.dtype)
     flat = _to_heads(scores)  # (B, H, q, k)
     out = score_mod(flat, *idx, *params)
-    out_dtype = keras.backend.standardize_dtype(getattr(out, "dtype", type(out).__name__))
+    _check_tensor(out, "score_mod", "a floating-point tensor (the modified scores)")
+    out_dtype = keras.backend.standardize_dtype(out.dtype)
     if "float" not in out_dtype:
         raise ValueError(
             "`score_mod` must return a floating-point tensor (the modified scores). "
@@ -83,7 +90,8 @@ def apply_score_mod(score_mod, scores, idx, params=()):
 def evaluate_mask_mod(mask_mod, idx, heads, groups):
     """``mask_mod`` at ``idx`` -> bool (B|1, Hkv|1, G|1, q|1, k|1)."""
     out = mask_mod(*idx)
-    dtype = keras.backend.standardize_dtype(getattr(out, "dtype", type(out).__name__))
+    _check_tensor(out, "mask_mod", "a boolean tensor (True = may attend)")
+    dtype = keras.backend.standardize_dtype(out.dtype)
     if dtype != "bool":
         raise ValueError(
             "`mask_mod` must return a boolean tensor (True = may attend). "
@@ -99,3 +107,46 @@ def evaluate_mask_mod(mask_mod, idx, heads, groups):
         return out[:, :, None]  # (B|1, 1, 1, q|1, k|1)
     dyn = ops.shape(out)
     return ops.reshape(out, (dyn[0], heads // groups, groups, dyn[2], dyn[3]))
+
+
+def score_mod_params(params, score_mod):
+    """``score_mod_params`` validated: a tuple of floating-point tensors, each
+    variable read into a tensor.
+
+    Reading matters on TensorFlow: a ``keras.Variable`` (or ``tf.Variable``)
+    handed on as such reaches the chunked path's ``tf.custom_gradient``, which
+    then refuses a function that "uses variables" (its gradient function
+    would have to return their gradients separately). The read
+    (``ops.cast`` to the variable's own dtype) is recorded by an enclosing
+    ``tf.GradientTape`` like any op, so the variable still gets its gradient;
+    on JAX and torch it returns the same array. Every caller of the core gets
+    this, not only the layers.
+    """
+    if not isinstance(params, (tuple, list)):
+        raise ValueError(
+            "`score_mod_params` must be a tuple of tensors. "
+            f"Received: score_mod_params={params!r:.200}"
+        )
+    if params and score_mod is None:
+        raise ValueError(
+            "`score_mod_params` are passed to a `score_mod`; none was given. "
+            f"Received: score_mod=None, score_mod_params of length {len(params)}"
+        )
+    return tuple(_read_float(x, f"score_mod_params[{i}]") for i, x in enumerate(params))
+
+
+def _read_float(x, name):
+    if x is None:
+        raise ValueError(f"`{name}` must be a floating-point tensor. Received: {name}=None")
+    try:
+        tensor = ops.convert_to_tensor(x)
+    except (TypeError, ValueError) as error:  # each backend words it differently
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor. Received: {name}={x!r:.200}"
+        ) from error
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    if "float" not in dtype:
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor. Received: {name}.dtype={dtype}"
+        )
+    return ops.cast(tensor, dtype)  # a variable's value as a tensor; a tensor unchanged
