@@ -543,7 +543,7 @@ def recurrent_reverse():
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(8)
-    n, t, v = 640, 6, 10  # tokens 2..9; 1 = GO
+    n, t, v = 1024, 6, 10  # tokens 2..9; 1 = GO
     src = rng.integers(2, v, size=(n, t)).astype("int32")
     tgt = src[:, ::-1]
     dec_in = np.concatenate([np.ones((n, 1), "int32"), tgt[:, :-1]], axis=1)
@@ -568,7 +568,7 @@ def recurrent_reverse():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    history = model.fit([src, dec_in], tgt, batch_size=32, epochs=3, verbose=0)
+    history = model.fit([src, dec_in], tgt, batch_size=32, epochs=4, verbose=0)
     test = np.array([[2, 3, 4, 5, 6, 7], [9, 9, 2, 8, 3, 3]], "int32")
     test_in = np.concatenate([np.ones((2, 1), "int32"), test[:, ::-1][:, :-1]], axis=1)
     maps = attnkit.attention_maps(model, [test, test_in])
@@ -583,7 +583,7 @@ def recurrent_reverse():
         vmin=0.0,
         vmax=1.0,
         title=f"AttentionRNNCell(GRUCell, LuongAttention) reversing digits "
-        f"(3 epochs, {acc:.0%} training token accuracy)",
+        f"(4 epochs; token accuracy {acc:.0%} over the last one)",
     )
 
 
