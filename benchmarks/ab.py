@@ -16,9 +16,14 @@ with ``keras.ops``). Causal rows use each one's causal switch.
 Usage: KERAS_BACKEND=<b> python benchmarks/ab.py [--n 1024 4096 8192] [--rounds 7]
 
 ``--suite mods`` (issue 17): attnkit's plain attention against the same call
-with an ALiBi or a soft-cap ``score_mod`` (local mods, the ones of
-``attnkit.ops.mods`` compute the same), on torch also FlexAttention compiled
-with the same score_mod and SDPA with the ALiBi bias materialised.
+with an ALiBi or a soft-cap ``score_mod`` (local mods: user functions, which
+auto never treats as biases) and with the library's ``mods.alibi`` (marked
+additive: on torch auto hands its bias, materialised once, to SDPA); on torch
+also FlexAttention compiled with the same score_mods, and SDPA with the ALiBi
+bias materialised outside the timing and built in every call.
+``--before REV`` adds ``before:<name>`` rows: the same contenders from the
+package at git revision REV, imported in the same process (the pattern of
+``benchmarks/half_precision.py``), to show what a change did.
 ``--suite documents``: 8 equal packed documents, dense chunked attention
 against the same call with a document ``block_mask`` (and the mask_mod
 without one).
@@ -29,8 +34,14 @@ fell back to before) at N <= 2048.
 """
 
 import argparse
+import importlib
 import json
+import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import keras
@@ -92,16 +103,50 @@ def softcap(score, b, h, q, kv):
     return CAP * ops.tanh(score / CAP)
 
 
-def mod_contenders(backend, n):
-    from attnkit.ops import attention
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def import_before(revision):
+    """``attnkit.ops`` at git ``revision``, importable as ``attnkit_before.ops``."""
+    root = tempfile.mkdtemp(prefix="attnkit_before_")
+    files = subprocess.run(
+        ["git", "-C", ROOT, "ls-tree", "-r", "--name-only", revision, "attnkit"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for path in files:
+        if not path.endswith(".py"):
+            continue
+        text = subprocess.run(
+            ["git", "-C", ROOT, "show", f"{revision}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        text = re.sub(r"\battnkit\b", "attnkit_before", text)
+        target = os.path.join(root, "attnkit_before" + path[len("attnkit") :])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as f:
+            f.write(text)
+    sys.path.insert(0, root)
+    return importlib.import_module("attnkit_before.ops")
+
+
+def mod_contenders(backend, n, ops_module=None, peers=True):
+    if ops_module is None:
+        import attnkit.ops as ops_module
+    attention, lib_mods = ops_module.attention, ops_module.mods
 
     slopes = ops.convert_to_tensor(alibi_slopes(8))
+    lib_alibi = lib_mods.alibi(8)  # one mod object, as a layer holds it
     fs = {
         "plain": lambda q: attention(q, q, q),
         "alibi": lambda q: attention(q, q, q, score_mod=alibi, score_mod_params=(slopes,)),
         "softcap": lambda q: attention(q, q, q, score_mod=softcap),
+        "mods.alibi": lambda q: attention(q, q, q, score_mod=lib_alibi),
     }
-    if backend == "torch":
+    if backend == "torch" and peers:
         import torch
         from torch.nn.attention.flex_attention import flex_attention
 
@@ -110,10 +155,17 @@ def mod_contenders(backend, n):
         def flex_alibi(score, b, h, q_idx, kv_idx):
             return score - torch_slopes[h] * (q_idx - kv_idx).abs()
 
+        def flex_softcap(score, b, h, q_idx, kv_idx):
+            return CAP * torch.tanh(score / CAP)
+
         flex = torch.compile(flex_attention)
         pos = torch.arange(n)
-        bias = -torch_slopes[:, None, None] * (pos[:, None] - pos[None, :]).abs()  # (H, N, N)
-        bias = bias[None]  # (1, H, N, N): 512 MiB at N=4096
+
+        def alibi_bias():
+            bias = -torch_slopes[:, None, None] * (pos[:, None] - pos[None, :]).abs()  # (H, N, N)
+            return bias[None]  # (1, H, N, N): 512 MiB at N=4096
+
+        bias = alibi_bias()
 
         def sdpa(x, attn_mask=None):
             x = x.transpose(1, 2)
@@ -122,12 +174,16 @@ def mod_contenders(backend, n):
 
         fs["sdpa"] = sdpa
         fs["sdpa+alibi-bias"] = lambda q: sdpa(q, bias)
+        fs["sdpa+alibi-bias built per call"] = lambda q: sdpa(q, alibi_bias())
         fs["flex+alibi"] = lambda q: flex(*(q.transpose(1, 2),) * 3, score_mod=flex_alibi)
+        fs["flex+softcap"] = lambda q: flex(*(q.transpose(1, 2),) * 3, score_mod=flex_softcap)
     return _compiled(backend, fs)
 
 
-def document_contenders(backend, n, documents=8):
-    from attnkit.ops import attention, block_mask
+def document_contenders(backend, n, documents=8, ops_module=None):
+    if ops_module is None:
+        import attnkit.ops as ops_module
+    attention, block_mask = ops_module.attention, ops_module.block_mask
 
     size = n // documents
 
@@ -208,17 +264,29 @@ def _compiled(backend, fs):
     return fs
 
 
-def run(n, causal, rounds, suite="peers"):
+def run(n, causal, rounds, suite="peers", before=None, only=None, first=None):
     backend = keras.backend.backend()
     q = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(1, n, 8, 64)), "float32")
     if suite == "mods":
         fs = mod_contenders(backend, n)
+        if before is not None:
+            old = mod_contenders(backend, n, before, peers=False)
+            fs.update({f"before:{k}": f for k, f in old.items()})
     elif suite == "documents":
         fs = document_contenders(backend, n)
+        if before is not None:
+            old = document_contenders(backend, n, ops_module=before)
+            fs.update({f"before:{k}": f for k, f in old.items()})
     elif suite == "dropout":
         fs = dropout_contenders(backend, n)
     else:
         fs = contenders(backend, causal)
+        if before is not None:
+            fs["before:auto"] = _compiled(
+                backend, {"a": lambda q: before.attention(q, q, q, causal=causal)}
+            )["a"]
+    if only:
+        fs = {k: f for k, f in fs.items() if k in only or k == first}
     times = {name: [] for name in fs}
 
     def call(f):
@@ -248,14 +316,19 @@ def main():
         "--suite", choices=("peers", "mods", "documents", "dropout"), default="peers"
     )
     parser.add_argument("--json")
+    parser.add_argument("--before", help="a git revision whose attnkit runs alongside")
+    parser.add_argument(
+        "--only", nargs="+", help="run only these contenders (and the suite's first)"
+    )
     args = parser.parse_args()
     backend = keras.backend.backend()
+    before = None if args.before is None else import_before(args.before)
     if args.suite != "peers":
         first = {"mods": "plain", "documents": "dense", "dropout": "chunked"}[args.suite]
         print(f"| backend | N | contender | ms | / {first} |")
         print("|---|---|---|---|---|")
         for n in args.n:
-            ms = run(n, False, args.rounds, args.suite)
+            ms = run(n, False, args.rounds, args.suite, before, args.only, first)
             for name, t in ms.items():
                 print(f"| {backend} | {n} | {name} | {t:.0f} | {t / ms[first]:.2f} |", flush=True)
         return
@@ -265,8 +338,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for n in args.n:
         for causal in causals:
-            ms = run(n, causal, args.rounds)
-            peers = {k: v for k, v in ms.items() if k != "auto"}
+            ms = run(n, causal, args.rounds, before=before, only=args.only, first="auto")
+            peers = {k: v for k, v in ms.items() if k not in ("auto", "before:auto")}
             best = min(peers, key=peers.get)
             rows.append({"backend": backend, "n": n, "causal": causal, "ms": ms})
             all_ms = ", ".join(f"{k} {v:.0f}" for k, v in ms.items())
