@@ -7,7 +7,9 @@ Hkv key/value heads (H % Hkv == 0; G = H // Hkv), D head dim, Dv value dim.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 from keras import ops
@@ -15,6 +17,9 @@ from keras import ops
 from attnkit import _checks
 from attnkit.ops import masks as masks_lib
 from attnkit.ops.scores import dot_score, get_score
+
+# A backend tensor, or anything keras.ops converts (a NumPy array): Keras ships no types.
+Tensor = Any
 
 IMPLEMENTATIONS = ("auto", "naive", "chunked", "fused")
 _DOT_SCORES = ("dot", "scaled_dot")
@@ -24,9 +29,9 @@ _DOT_SCORES = ("dot", "scaled_dot")
 class Problem:
     """A validated attention request in attnkit's internal grouped layout."""
 
-    query: object  # (B, Tq, Hkv, G, D)
-    key: object  # (B, Tv, Hkv, D)
-    value: object  # (B, Tv, Hkv, Dv)
+    query: Tensor  # (B, Tq, Hkv, G, D)
+    key: Tensor  # (B, Tv, Hkv, D)
+    value: Tensor  # (B, Tv, Hkv, Dv)
     rank: int  # 3 or 4: the caller's layout
     num_heads: int
     num_kv_heads: int
@@ -329,22 +334,22 @@ def prepare(
 
 
 def attention_weights(
-    query,
-    key,
+    query: Tensor,
+    key: Tensor,
     *,
-    score="scaled_dot",
-    mask=None,
-    causal=False,
-    alignment="bottom_right",
-    window=None,
-    bias=None,
-    scale=None,
-    score_mod=None,
-    score_mod_params=(),
-    mask_mod=None,
-    sinks=None,
-    block_mask=None,
-):
+    score: str | Callable[[Tensor, Tensor], Tensor] = "scaled_dot",
+    mask: Tensor | None = None,
+    causal: bool | str = False,
+    alignment: str = "bottom_right",
+    window: int | None = None,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+    score_mod: Callable[..., Tensor] | None = None,
+    score_mod_params: Sequence[Tensor] = (),
+    mask_mod: Callable[..., Tensor] | None = None,
+    sinks: Tensor | None = None,
+    block_mask: Any = None,
+) -> Tensor:
     """Attention weights ``softmax(score(q, k) · scale + bias)`` under the masks.
 
     Same arguments and layouts as :func:`attention` (no value needed). Returns
@@ -376,29 +381,29 @@ def attention_weights(
 
 
 def attention(
-    query,
-    key,
-    value,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
     *,
-    score="scaled_dot",
-    mask=None,
-    causal=False,
-    alignment="bottom_right",
-    window=None,
-    bias=None,
-    scale=None,
-    score_mod=None,
-    score_mod_params=(),
-    mask_mod=None,
-    sinks=None,
-    block_mask=None,
-    dropout=0.0,
-    training=False,
-    seed=None,
-    return_weights=False,
-    implementation="auto",
-    block_size=None,
-):
+    score: str | Callable[[Tensor, Tensor], Tensor] = "scaled_dot",
+    mask: Tensor | None = None,
+    causal: bool | str = False,
+    alignment: str = "bottom_right",
+    window: int | None = None,
+    bias: Tensor | None = None,
+    scale: float | None = None,
+    score_mod: Callable[..., Tensor] | None = None,
+    score_mod_params: Sequence[Tensor] = (),
+    mask_mod: Callable[..., Tensor] | None = None,
+    sinks: Tensor | None = None,
+    block_mask: Any = None,
+    dropout: float = 0.0,
+    training: bool = False,
+    seed: int | Tensor | None = None,
+    return_weights: bool = False,
+    implementation: str = "auto",
+    block_size: int | tuple[int, int] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Attention ``softmax(score(q, k) · scale + bias) · v`` under boolean masks.
 
     Layouts: ``(B, T, D)`` single head, or ``(B, T, H, D)`` multi-head (the layout

@@ -9,12 +9,15 @@ cell's value. Shape legend: Tq query length, Tv key/value length, N panels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 from attnkit.viz._arrays import check_labels, check_positive_int, to_numpy
 
@@ -35,15 +38,15 @@ def _draw(ax, weights, query_labels, key_labels, title, cmap, vmin, vmax):
 
 
 def plot_attention(
-    weights,
-    query_labels=None,
-    key_labels=None,
-    ax=None,
-    title=None,
-    cmap="viridis",
-    vmin=None,
-    vmax=None,
-):
+    weights: ArrayLike,
+    query_labels: Sequence[object] | None = None,
+    key_labels: Sequence[object] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
     """Draws one attention matrix as a heatmap with a colorbar.
 
     Rows are queries, columns are keys: cell (i, j) is how much query i attends
@@ -91,23 +94,23 @@ def plot_attention(
         tq, tv = weights.shape
         fig = Figure(figsize=(min(2.0 + 0.35 * tv, 16.0), min(1.5 + 0.35 * tq, 12.0)))
         ax = fig.add_subplot()
-    fig = ax.figure
+    fig = ax.figure  # type: ignore[assignment]  # a given Axes may sit in a SubFigure
     image = _draw(ax, weights, query_labels, key_labels, title, cmap, vmin, vmax)
     fig.colorbar(image, ax=ax)
     return fig
 
 
 def plot_alignments(
-    weights,
-    query_labels=None,
-    key_labels=None,
-    titles=None,
-    ncols=4,
-    title=None,
-    cmap="viridis",
-    vmin=None,
-    vmax=None,
-):
+    weights: ArrayLike,
+    query_labels: Sequence[object] | None = None,
+    key_labels: Sequence[object] | None = None,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Figure:
     """Draws several attention matrices (heads, decoding steps, examples) in a grid.
 
     All panels share one colour scale and one colorbar, so panels compare
@@ -161,7 +164,7 @@ def plot_alignments(
     panel_h = min(1.0 + 0.3 * tq, 5.0)
     fig = Figure(figsize=(panel_w * ncols + 1.0, panel_h * nrows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    image = None
+    image: Any = None
     for i, ax in enumerate(axes):
         if i >= n:
             ax.set_axis_off()
@@ -173,7 +176,15 @@ def plot_alignments(
     return fig
 
 
-def plot_image_attention(images, weights, titles=None, ncols=4, alpha=0.6, cmap="jet", title=None):
+def plot_image_attention(
+    images: ArrayLike,
+    weights: ArrayLike,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    alpha: float = 0.6,
+    cmap: str = "jet",
+    title: str | None = None,
+) -> Figure:
     """Draws images with an attention map laid over each.
 
     Each map is stretched over its whole image with bilinear interpolation, so
@@ -273,8 +284,13 @@ def plot_image_attention(images, weights, titles=None, ncols=4, alpha=0.6, cmap=
 
 
 def plot_sequence_attention(
-    weights, highlight=None, values=None, titles=None, title=None, color="tab:blue"
-):
+    weights: ArrayLike,
+    highlight: Sequence[Any] | None = None,
+    values: ArrayLike | None = None,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    color: str = "tab:blue",
+) -> Figure:
     """Draws attention over a long sequence as a curve, one panel per sequence.
 
     For sequences too long for a heatmap's labels, e.g. attention pooling over
@@ -322,7 +338,7 @@ def plot_sequence_attention(
                 f"Received: values.shape={values.shape}"
             )
     if highlight is None:
-        marks = [[] for _ in range(n)]
+        marks: list[Any] = [[] for _ in range(n)]
     else:
         highlight = list(highlight)
         per_panel = len(highlight) > 0 and all(np.ndim(h) == 1 for h in highlight)

@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 
-def save_figure(fig, path, dpi=120) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Saves a figure (PNG, SVG, PDF, ... from the suffix), creating parent folders.
 
     Args:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
+from typing import Any
 
 from matplotlib.colors import to_rgb
+from numpy.typing import ArrayLike
 
 from attnkit.viz._arrays import to_numpy
 
 
-def highlight_text(tokens, weights, color="#ff8c00") -> str:
+def highlight_text(tokens: Sequence[Any], weights: ArrayLike, color: str = "#ff8c00") -> str:
     """Renders tokens as HTML, each shaded by its attention weight.
 
     A token's background opacity is its weight divided by the largest weight,

@@ -52,7 +52,9 @@ import html as html_lib
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -358,7 +360,7 @@ class View:
         self._draw(fig)
         return fig
 
-    def save(self, path, dpi=100) -> Path:
+    def save(self, path: str | os.PathLike[str], dpi: int = 100) -> Path:
         """Writes the page (``.html``) or the static export (``.png``, ``.svg``, ``.pdf``).
 
         Args:
@@ -449,18 +451,18 @@ def head_lines(view, layer=None, heads=None, hover=None):
 
 
 def head_view(
-    maps,
-    tokens=None,
+    maps: Any,
+    tokens: Sequence[object] | None = None,
     *,
-    query_tokens=None,
-    key_tokens=None,
-    layers=None,
-    layer=None,
-    heads=None,
-    example=0,
-    top_k=16,
-    threshold=0.01,
-    title=None,
+    query_tokens: Sequence[object] | None = None,
+    key_tokens: Sequence[object] | None = None,
+    layers: Sequence[int | str] | None = None,
+    layer: int | str | None = None,
+    heads: Sequence[int] | None = None,
+    example: int = 0,
+    top_k: int = 16,
+    threshold: float = 0.01,
+    title: str | None = None,
 ) -> View:
     """Head view: lines from each query token to the tokens it attends to.
 
@@ -608,16 +610,16 @@ def _draw_head(view, fig):
 
 
 def model_view(
-    maps,
-    tokens=None,
+    maps: Any,
+    tokens: Sequence[object] | None = None,
     *,
-    query_tokens=None,
-    key_tokens=None,
-    layers=None,
-    example=0,
-    resolution=128,
-    cmap="viridis",
-    title=None,
+    query_tokens: Sequence[object] | None = None,
+    key_tokens: Sequence[object] | None = None,
+    layers: Sequence[int | str] | None = None,
+    example: int = 0,
+    resolution: int = 128,
+    cmap: str = "viridis",
+    title: str | None = None,
 ) -> View:
     """Model view: every layer x head as a small heatmap; click one to enlarge it.
 
@@ -747,16 +749,16 @@ def _draw_model(view, fig):
 
 
 def matrix_view(
-    maps,
-    query_tokens=None,
-    key_tokens=None,
+    maps: Any,
+    query_tokens: Sequence[object] | None = None,
+    key_tokens: Sequence[object] | None = None,
     *,
-    layers=None,
-    heads=None,
-    example=0,
-    resolution=512,
-    cmap="viridis",
-    title=None,
+    layers: Sequence[int | str] | None = None,
+    heads: Sequence[int] | None = None,
+    example: int = 0,
+    resolution: int = 512,
+    cmap: str = "viridis",
+    title: str | None = None,
 ) -> View:
     """Matrix view: one attention map as an interactive heatmap with its labels.
 
