@@ -286,3 +286,21 @@ def test_rows_forward_without_residual_gives_the_same_output(rng):
     np.testing.assert_allclose(to_numpy(without), to_numpy(with_lse), atol=1e-6, rtol=0)
     np.testing.assert_allclose(to_numpy(with_lse), to_numpy(blocks), atol=1e-6, rtol=0)
     np.testing.assert_allclose(to_numpy(lse), to_numpy(block_lse), atol=1e-5, rtol=0)
+
+
+def test_both_loops_zero_rows_a_score_mod_sets_to_minus_infinity(loop, rng):
+    from keras import ops
+
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+
+    def hide_early_queries(score, b, h, q_idx, kv_idx):  # rows q_idx < 20 see nothing
+        return ops.where(q_idx < 20, ops.full_like(score, -float("inf")), score)
+
+    out = to_numpy(
+        attention(
+            q, k, v, score_mod=hide_early_queries, implementation="chunked", block_size=(4, 6)
+        )
+    )
+    assert np.all(np.isfinite(out)) and np.all(out[:, : 20 - 16] == 0)
+    expected, _ = reference_attention(q, k, v)
+    np.testing.assert_allclose(out[:, 4:], expected[:, 4:], atol=TOL, rtol=0)

@@ -713,6 +713,7 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
             )
             if block_mask is not None:
                 s = ops.where(block_mask, s, neg)
+            empty_rows = None
             if residual or sink_rows is not None:
                 m = ops.maximum(ops.max(s, axis=-1), neg)  # (B, Hkv, G, rows)
                 if sink_rows is not None:
@@ -728,11 +729,11 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
                 lses.append(ops.where(has_key, m + ops.log(safe), ops.zeros_like(denom)))
                 p = p / safe[..., None]
             else:
-                # One fused softmax; rows that the masks empty get no weight.
+                # One fused softmax; rows that the masks (or a score_mod's
+                # -inf) leave without a key get a zero output, not NaN.
                 p = ops.softmax(s, axis=-1)
-                if block_mask is not None:
-                    has_key = ops.any(block_mask, axis=-1, keepdims=True)
-                    p = p * ops.cast(has_key, dtype)
+                if block_mask is not None or cfg.score_mod is not None:
+                    empty_rows = ops.max(s, axis=-1) <= neg  # (B, Hkv, G, rows)
             if cfg.dropout:
                 rows_hash = counter_noise.dropout_rows(
                     dropout_key, batch, cfg.heads, cfg.kv_heads, r0, r1 - r0
@@ -744,7 +745,10 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
                     ],
                     axis=-1,
                 )
-            outs.append(_pv(p, vb))  # (B, Hkv, G, rows, Dv)
+            block_out = _pv(p, vb)  # (B, Hkv, G, rows, Dv)
+            if empty_rows is not None:
+                block_out = ops.where(empty_rows[..., None], ops.zeros_like(block_out), block_out)
+            outs.append(block_out)
     out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=3)  # (B, Hkv, G, Tq, Dv)
     out = ops.transpose(out, (0, 3, 1, 2, 4))  # (B, Tq, Hkv, G, Dv)
     if not residual:
