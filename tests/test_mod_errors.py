@@ -267,7 +267,6 @@ def _grads_with_variable(loss, arrays, variable):
 # Until attnkit.ops.attention.prepare reads score_mod_params through
 # modding.score_mod_params, TensorFlow's chunked path refuses a variable
 # (tf.custom_gradient: "grad_fn must accept keyword argument 'variables'").
-_PENDING = "attention.prepare does not yet call modding.score_mod_params"
 
 
 @pytest.mark.parametrize("read_first", (False, True), ids=("variable", "read"))
@@ -275,13 +274,6 @@ _PENDING = "attention.prepare does not yet call modding.score_mod_params"
 def test_score_mod_params_as_a_keras_variable(impl, read_first, rng):
     """A keras.Variable in score_mod_params: forward and every gradient (also the
     variable's) equal the float64 reference on the naive and chunked paths."""
-    if (
-        keras.backend.backend() == "tensorflow"
-        and impl == "chunked"
-        and not read_first
-        and not _prepare_reads_variables()
-    ):
-        pytest.xfail(_PENDING)
     q, k, v = _qkv(rng)
     slopes = (2.0 ** -np.arange(1, H + 1)).astype("float32")
     variable = keras.Variable(slopes, name="slopes")
@@ -310,19 +302,6 @@ def test_score_mod_params_as_a_keras_variable(impl, read_first, rng):
     np.testing.assert_allclose(out, want, atol=TOL)
 
 
-def _prepare_reads_variables():
-    """Whether the core already reads the variables of score_mod_params."""
-    import importlib
-
-    core = importlib.import_module("attnkit.ops.attention")  # the module, not the function
-    variable = keras.Variable(np.ones(H, "float32"))
-    q = np.zeros((1, 4, H, D), "float32")
-    (param,) = core.prepare(
-        q, q, q, score_mod=_alibi, score_mod_params=(variable,)
-    ).score_mod_params
-    import tensorflow as tf
-
-    return not isinstance(param, (keras.Variable, tf.Variable))
 
 
 def test_score_mod_params_reads_variables_into_tensors():

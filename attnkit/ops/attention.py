@@ -16,6 +16,7 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import masks as masks_lib
+from attnkit.ops import modding
 from attnkit.ops.scores import dot_score, get_score
 
 # A backend tensor, or anything keras.ops converts (a NumPy array): Keras ships no types.
@@ -278,19 +279,8 @@ def prepare(
     for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
         if fn is not None and not callable(fn):
             raise ValueError(f"`{name}` must be a callable or None. Received: {name}={fn!r:.200}")
-    if not isinstance(score_mod_params, (tuple, list)):
-        raise ValueError(
-            "`score_mod_params` must be a tuple of tensors. "
-            f"Received: score_mod_params={score_mod_params!r:.200}"
-        )
-    if score_mod_params and score_mod is None:
-        raise ValueError(
-            "`score_mod_params` are passed to a `score_mod`; none was given. "
-            f"Received: score_mod=None, score_mod_params of length {len(score_mod_params)}"
-        )
-    score_mod_params = tuple(
-        _as_float_tensor(x, f"score_mod_params[{i}]") for i, x in enumerate(score_mod_params)
-    )
+    # Validated, and variables read into tensors (TensorFlow's custom gradient refuses them).
+    score_mod_params = modding.score_mod_params(score_mod_params, score_mod)
     if sinks is not None:
         sinks = _as_float_tensor(sinks, "sinks")
         if tuple(sinks.shape) != (heads,):
