@@ -120,7 +120,8 @@ def test_the_core_dependencies_are_keras_numpy_and_the_default_backend():
     extras = PYPROJECT["optional-dependencies"]
     assert extras["viz"] == ["matplotlib>=3.8"]
     assert "scikit-learn>=1.4" in extras["demos"] and "attnkit[viz]" in extras["demos"]
-    assert "attnkit[viz,demos]" in extras["test"]
+    assert "attnkit[viz,demos,docs]" in extras["test"]  # the tests build the docs too
+    assert any(r.startswith("mkdocs-material>=") for r in extras["docs"])
     assert extras["torch"] == ["torch==2.13.0"]
     assert all("[" in r or ">=" in r or "==" in r for e in extras.values() for r in e)
 
