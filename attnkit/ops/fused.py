@@ -72,6 +72,7 @@ def attend(problem):
         and problem.window is None
         and problem.mask is None
         and problem.bias is None
+        and problem.score_mod is None  # its bias takes the causal mask (SDPA refuses both)
         and (
             problem.alignment == "top_left"
             # Equal only if known: traced with unknown lengths, bottom-right
