@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 from keras import ops
 
 from attnkit import _checks
@@ -126,24 +125,6 @@ def _static_length(x):
     return length if isinstance(length, int) else None
 
 
-def _as_float_tensor(x, name):
-    """``x`` as a floating-point tensor, or a ValueError naming the argument."""
-    if x is None:
-        raise ValueError(f"`{name}` must be a floating-point tensor. Received: {name}=None")
-    try:
-        tensor = ops.convert_to_tensor(x)
-    except (TypeError, ValueError) as error:  # each backend words it differently
-        raise ValueError(
-            f"`{name}` must be a floating-point tensor. Received: {name}={x!r:.200}"
-        ) from error
-    dtype = keras.backend.standardize_dtype(tensor.dtype)
-    if "float" not in dtype:
-        raise ValueError(
-            f"`{name}` must be a floating-point tensor. Received: {name}.dtype={dtype}"
-        )
-    return tensor
-
-
 def _check_dims(a, b, what, names):
     if a is not None and b is not None and a != b:
         raise ValueError(f"{what} must match. Received: {names[0]}={a} and {names[1]}={b}")
@@ -208,9 +189,9 @@ def prepare(
     block_mask=None,
 ) -> Problem:
     """Validates a request and maps it to the grouped layout."""
-    query = _as_float_tensor(query, "query")
-    key = _as_float_tensor(key, "key")
-    value = _as_float_tensor(value, "value")
+    query = modding.float_tensor(query, "query")
+    key = modding.float_tensor(key, "key")
+    value = modding.float_tensor(value, "value")
     q_shape = tuple(query.shape)
     k_shape = tuple(key.shape)
     v_shape = tuple(value.shape)
@@ -282,7 +263,7 @@ def prepare(
     # Validated, and variables read into tensors (TensorFlow's custom gradient refuses them).
     score_mod_params = modding.score_mod_params(score_mod_params, score_mod)
     if sinks is not None:
-        sinks = _as_float_tensor(sinks, "sinks")
+        sinks = modding.float_tensor(sinks, "sinks")
         if tuple(sinks.shape) != (heads,):
             raise ValueError(
                 f"`sinks` must have shape (H,) = ({heads},), one logit per query head. "

@@ -132,10 +132,11 @@ def score_mod_params(params, score_mod):
             "`score_mod_params` are passed to a `score_mod`; none was given. "
             f"Received: score_mod=None, score_mod_params of length {len(params)}"
         )
-    return tuple(_read_float(x, f"score_mod_params[{i}]") for i, x in enumerate(params))
+    return tuple(float_tensor(x, f"score_mod_params[{i}]") for i, x in enumerate(params))
 
 
-def _read_float(x, name):
+def float_tensor(x, name):
+    """``x`` as a floating-point tensor (a variable read), or a ValueError naming it."""
     if x is None:
         raise ValueError(f"`{name}` must be a floating-point tensor. Received: {name}=None")
     try:
