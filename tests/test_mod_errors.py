@@ -205,18 +205,79 @@ def test_document_mask_segment_ids_of_the_wrong_shape(name, ids, pattern):
         mods.document_mask(ids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="document_mask cannot see the key length: JAX reads out of range silently, "
-    "torch raises IndexError, TensorFlow InvalidArgumentError. Needs the core to check "
-    "the mask's segment-id lengths against Tq/Tv (reported, attention.prepare + mods.py)",
-)
+SIZE_CASES = [
+    (
+        "segment ids shorter than the keys",
+        lambda: mods.document_mask(np.zeros((B, T - 4), "int32")),
+        r"`segment_ids` of the mask_mod must have shape \(B, Tv\) = \(2, 24\).*"
+        r"Received: segment_ids.shape=\(2, 20\)",
+    ),
+    (
+        "segment ids of another batch",
+        lambda: mods.document_mask(np.zeros((3, T), "int32")),
+        r"`segment_ids` .*\(B, Tv\) = \(2, 24\).*Received: segment_ids.shape=\(3, 24\)",
+    ),
+    (
+        "query segment ids longer than the queries",
+        lambda: mods.document_mask(np.zeros((B, T), "int32"), np.zeros((B, T + 1), "int32")),
+        r"`query_segment_ids` .*\(B, Tq\) = \(2, 24\).*"
+        r"Received: query_segment_ids.shape=\(2, 25\)",
+    ),
+    (
+        "prefix lengths of another batch",
+        lambda: mods.prefix_lm(np.array([3, 4, 5])),
+        r"`prefix_lengths` .*\(B\) = \(2,\).*Received: prefix_lengths.shape=\(3,\)",
+    ),
+    (
+        "inside and_masks",
+        lambda: mods.and_masks(_causal, mods.document_mask(np.zeros((1, T + 2), "int32"))),
+        r"`segment_ids` of the mask_mod .*Received: segment_ids.shape=\(1, 26\)",
+    ),
+    (
+        "inside or_masks",
+        lambda: mods.or_masks(mods.prefix_lm(np.array([1, 2, 3])), _causal),
+        r"`prefix_lengths` of the mask_mod .*Received: prefix_lengths.shape=\(3,\)",
+    ),
+]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
-def test_segment_ids_shorter_than_the_keys_raise_value_error(impl, rng):
+@pytest.mark.parametrize("name,make,pattern", SIZE_CASES, ids=[c[0] for c in SIZE_CASES])
+def test_mask_mods_built_for_other_sizes_raise_value_error(impl, name, make, pattern, rng):
+    """Without the check JAX reads out of range silently, torch raises
+    IndexError and TensorFlow InvalidArgumentError (or nothing, on the naive path)."""
     q, k, v = _qkv(rng)
-    ids = np.zeros((B, T - 4), "int32")
-    with pytest.raises(ValueError, match=r"`segment_ids`.*\(2, 20\)"):
-        ops.convert_to_numpy(_call(impl, q, k, v, mask_mod=mods.document_mask(ids)))
+    with pytest.raises(ValueError, match=pattern):
+        ops.convert_to_numpy(_call(impl, q, k, v, mask_mod=make()))
+
+
+def test_a_mask_mod_other_than_the_block_masks_raises_value_error(rng):
+    q, k, v = _qkv(rng)
+    bm = block_mask(_causal, B, H, T, T, block_size=BLOCK)
+    with pytest.raises(
+        ValueError, match=r"`mask_mod` and `block_mask` disagree.*Received: mask_mod="
+    ):
+        attention(q, k, v, block_mask=bm, mask_mod=lambda b, h, q, kv: q >= kv)
+    out = attention(q, k, v, block_mask=bm, mask_mod=_causal)  # its own mask_mod: fine
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(out), reference_attention(q, k, v, causal=True)[0], atol=TOL
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_mask_mods_of_the_right_sizes_pass_the_size_check(impl, rng):
+    """The same mods built for these sizes (a batch of 1 shared) run and match."""
+    q, k, v = _qkv(rng)
+    ids = np.repeat(np.arange(3, dtype="int32"), T // 3)[None]  # (1, T): shared
+    mod = mods.and_masks(mods.document_mask(ids), mods.prefix_lm(np.array([2, 5])))
+    out = ops.convert_to_numpy(_call(impl, q, k, v, mask_mod=mod))
+
+    def np_mod(b, h, qi, ki):
+        prefix = np.array([2, 5])[b]
+        return (ids[0][qi] == ids[0][ki]) & ((ki < prefix) | (ki <= qi))
+
+    want, _ = reference_attention(q, k, v, mask_mod=np_mod)
+    np.testing.assert_allclose(out, want, atol=TOL)
 
 
 # Learned parameters given as variables -----------------------------------------
@@ -300,8 +361,6 @@ def test_score_mod_params_as_a_keras_variable(impl, read_first, rng):
     out = ops.convert_to_numpy(forward(q, k, v))
     want, _ = reference_attention(q, k, v, **ref)
     np.testing.assert_allclose(out, want, atol=TOL)
-
-
 
 
 def test_score_mod_params_reads_variables_into_tensors():

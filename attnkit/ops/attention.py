@@ -280,6 +280,8 @@ def prepare(
                 f"mask_mod. Received: mask_mod={mask_mod!r:.100}"
             )
         mask_mod = block_mask.mask_mod
+    for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+        modding.check_sizes(fn, name, q_shape[0], q_shape[1], k_shape[1])
 
     return Problem(
         query=q5,

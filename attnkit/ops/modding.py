@@ -151,3 +151,34 @@ def float_tensor(x, name):
             f"`{name}` must be a floating-point tensor. Received: {name}.dtype={dtype}"
         )
     return ops.cast(tensor, dtype)  # a variable's value as a tensor; a tensor unchanged
+
+
+def check_sizes(fn, name, batch, query_length, key_length):
+    """Raises ValueError where a mod built for other sizes meets these inputs.
+
+    A mod that holds per-position data (``mods.document_mask``'s segment ids,
+    ``mods.prefix_lm``'s lengths per example) records what it holds in
+    ``fn.expected_sizes``: ``(argument, shape, axes)`` records, ``axes``
+    naming for each checked axis of ``shape`` the size it must equal
+    (``"batch"``, 1 also accepted; ``"query"``; ``"key"``). Unknown (traced)
+    sizes are not checked.
+    """
+    sizes = {"batch": batch, "query": query_length, "key": key_length}
+    symbols = {"batch": "B", "query": "Tq", "key": "Tv"}
+    for argument, shape, axes in getattr(fn, "expected_sizes", ()):
+        want = tuple(sizes[axes[i]] if i in axes else dim for i, dim in enumerate(shape))
+        bad = [
+            i
+            for i, axis in axes.items()
+            if isinstance(shape[i], int)
+            and isinstance(sizes[axis], int)
+            and shape[i] != sizes[axis]
+            and not (axis == "batch" and shape[i] == 1)
+        ]
+        if bad:
+            spelled = ", ".join(symbols.get(axes.get(i), "_") for i in range(len(shape)))
+            raise ValueError(
+                f"`{argument}` of the {name} must have shape ({spelled}) = {want} for these "
+                f"inputs (a batch of 1 is shared by every example). "
+                f"Received: {argument}.shape={tuple(shape)}"
+            )

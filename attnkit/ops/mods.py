@@ -63,6 +63,18 @@ def _heads_of(score, num_heads, name="num_heads"):
         )
 
 
+def _expects(mod, *records):
+    """Records the sizes ``mod`` was built for (``modding.check_sizes`` reads them)."""
+    mod.expected_sizes = tuple(
+        (argument, tuple(tensor.shape), axes) for argument, tensor, axes in records
+    )
+    return mod
+
+
+def _expected_sizes(mods):
+    return tuple(record for mod in mods for record in getattr(mod, "expected_sizes", ()))
+
+
 def _check_mods(mods, name):
     if not mods:
         raise ValueError(f"`{name}` must be at least one mod. Received: {name}=()")
@@ -412,6 +424,7 @@ def compose_scores(*mods):
 
     composed.num_params = total
     composed.additive = all(is_additive(mod) for mod in mods)
+    composed.expected_sizes = _expected_sizes(mods)
     return composed
 
 
@@ -611,7 +624,10 @@ def document_mask(segment_ids, query_segment_ids=None, *, alignment="bottom_righ
         kv_seg = ops.take(ops.reshape(kv_ids, (-1,)), kv_row * tv + kv_idx)  # (B, 1, 1, k)
         return q_seg == kv_seg  # (B, 1, q, k)
 
-    return document_mod
+    records = [("segment_ids", kv_ids, {0: "batch", 1: "key"})]
+    if query_segment_ids is not None:
+        records.append(("query_segment_ids", q_ids, {0: "batch", 1: "query"}))
+    return _expects(document_mod, *records)
 
 
 def prefix_lm(prefix_lengths):
@@ -655,7 +671,9 @@ def prefix_lm(prefix_lengths):
     def prefix_mod(batch, head, q_idx, kv_idx):
         return ops.logical_or(kv_idx < prefix_of(batch), kv_idx <= q_idx)
 
-    return prefix_mod
+    if isinstance(prefix_lengths, (int, bool)):
+        return prefix_mod
+    return _expects(prefix_mod, ("prefix_lengths", lengths, {0: "batch"}))
 
 
 # Combinators -------------------------------------------------------------------
@@ -683,6 +701,7 @@ def and_masks(*mods):
             result = ops.logical_and(result, mod(batch, head, q_idx, kv_idx))
         return result
 
+    and_mod.expected_sizes = _expected_sizes(mods)
     return and_mod
 
 
@@ -708,4 +727,5 @@ def or_masks(*mods):
             result = ops.logical_or(result, mod(batch, head, q_idx, kv_idx))
         return result
 
+    or_mod.expected_sizes = _expected_sizes(mods)
     return or_mod
