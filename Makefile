@@ -31,12 +31,14 @@ demo: $(VENV)/.demo-installed
 # processes (pytest-xdist). Most of a test's time is spent compiling or
 # dispatching small ops on one core (JAX compiles every op for every new
 # shape), so a second worker puts the CI machine's second core to use.
-# TEST_WORKERS=0 runs in this process (no xdist), e.g. for pdb.
+# TEST_WORKERS=0 runs in this process (no xdist), e.g. for pdb. Tests marked
+# backend_independent run in the first backend's suite only.
 TEST_WORKERS ?= 2
 test: $(VENV)/.test-installed package-check docs
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$b"; \
-		KERAS_BACKEND=$$b $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); \
+		KERAS_BACKEND=$$b ATTNKIT_BACKEND_INDEPENDENT_ON=$(firstword $(BACKENDS)) \
+			$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); \
 	done
 
 # The package as users get it: build the sdist and the wheel (from the sdist), install

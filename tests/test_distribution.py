@@ -91,7 +91,15 @@ def _demo(tmp_path, *flags):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution runs on JAX")
-@pytest.mark.parametrize("decoder", ["additive", "cell"])
+@pytest.mark.parametrize(
+    "decoder",
+    [
+        "additive",
+        # Two more demo runs (100 s on the 2-core machine); the cell's sharding
+        # is checked in-process by test_layout_map_shards_additive_attention_by_units.
+        pytest.param("cell", marks=pytest.mark.slow),
+    ],
+)
 def test_dates_demo_distributed_trains_like_one_device(tmp_path, decoder):
     # The cell's nested mechanism matters for ModelParallel only (what is sharded).
     kinds = ("data", "model") if decoder == "additive" else ("model",)

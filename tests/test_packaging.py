@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# The same on every backend: `make test` runs it in one backend's suite (conftest.py).
+pytestmark = pytest.mark.backend_independent
+
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (3.10 has no TOML parser)
 
 ROOT = Path(__file__).resolve().parents[1]
