@@ -63,7 +63,27 @@ def test_auto_never_picks_fused_for_mods_or_sinks():
         {"sinks": np.zeros((2,), "float32")},
     ):
         assert _auto(_problem(64, 64, **kwargs)) == "naive"
-        assert _auto(_problem(2048, 2048, **kwargs)) == "chunked"
+        materialised = BACKEND == "tensorflow" and "score_mod" in kwargs  # the next test
+        assert _auto(_problem(2048, 2048, **kwargs)) == ("naive" if materialised else "chunked")
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TensorFlow materialises score_mods")
+def test_auto_materialises_score_mods_on_tensorflow_within_the_limit():
+    import tensorflow as tf
+
+    def mod(score, b, h, q, kv):
+        return score
+
+    limit = dispatch.MATERIALISED_MODS_MAX["tensorflow"]  # 2**27 scores
+    assert _auto(_problem(4096, 4096, heads=8, score_mod=mod)) == "naive"  # 2**27
+    assert _auto(_problem(4096, 4097, heads=8, score_mod=mod)) == "chunked"  # just above
+    assert 8 * 4096 * 4096 == limit
+    # Block skipping beats materialising for a mask_mod or a block mask.
+    docs = _problem(4096, 4096, heads=8, score_mod=mod, mask_mod=lambda b, h, q, kv: q >= kv)
+    assert _auto(docs) == "chunked"
+    with tf.GradientTape():  # the backward keeps the scores: the gradient budget
+        assert _auto(_problem(4096, 4096, heads=8, score_mod=mod)) == "chunked"
+        assert _auto(_problem(2048, 2048, heads=8, score_mod=mod)) == "naive"  # 2**25
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the fused kernel is only auto's on TF")
@@ -230,19 +250,21 @@ def test_causal_and_window_with_lengths_unknown_when_traced(rng, impl):
 def test_auto_takes_the_fused_kernel_for_an_additive_mod_while_its_bias_fits(monkeypatch):
     alibi, cap = mods.alibi(2), mods.soft_cap(30.0)
     small, large = (64, 64), (2048, 2048)
+    # TensorFlow computes a score_mod on the whole scores up to MATERIALISED_MODS_MAX.
+    beyond_naive = "naive" if BACKEND == "tensorflow" else "chunked"
     if BACKEND == "torch":
         assert _auto(_problem(*small, score_mod=alibi)) == "fused"
         assert _auto(_problem(*large, score_mod=alibi)) == "fused"  # 2 * 2048**2 <= 2**27
         monkeypatch.setitem(dispatch.MATERIALISED_BIAS_MAX, "torch", 2 * 2048 * 2048 - 1)
         assert _auto(_problem(*large, score_mod=alibi)) == "chunked"  # beyond: O(N)
         assert _auto(_problem(*small, score_mod=alibi)) == "fused"
-    else:  # not measured there: the chunked path (or naive when small)
-        assert _auto(_problem(*large, score_mod=alibi)) == "chunked"
+    else:  # no materialised bias there: chunked (naive when small; TF materialises mods)
+        assert _auto(_problem(*large, score_mod=alibi)) == beyond_naive
         assert _auto(_problem(*small, score_mod=alibi)) == "naive"
     # A mod that is not marked additive never reaches the fused kernel.
     assert _auto(_problem(*small, score_mod=cap)) == "naive"
-    assert _auto(_problem(*large, score_mod=cap)) == "chunked"
-    assert _auto(_problem(*large, score_mod=mods.compose_scores(alibi, cap))) == "chunked"
+    assert _auto(_problem(*large, score_mod=cap)) == beyond_naive
+    assert _auto(_problem(*large, score_mod=mods.compose_scores(alibi, cap))) == beyond_naive
     # Nor does a mask_mod alongside.
     both = _problem(*large, score_mod=alibi, mask_mod=mods.causal_mask())
     assert _auto(both) == "chunked"

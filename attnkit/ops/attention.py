@@ -504,7 +504,9 @@ def attention(
     if impl == "naive":
         from attnkit.ops import naive
 
-        out, weights = naive.attend(problem, dropout=rate, dropout_key=dropout_key)
+        out, weights = naive.attend(
+            problem, dropout=rate, dropout_key=dropout_key, return_weights=return_weights
+        )
     elif impl == "chunked":
         from attnkit.ops import chunked
 

@@ -42,6 +42,14 @@ FUSED_MAX_SCORES_WITH_GRADIENT = {"tensorflow": 2**26}
 # chunked path beyond. The other backends keep the chunked path for every
 # score_mod (not measured against a materialised bias there).
 MATERIALISED_BIAS_MAX = {"torch": 2**27}
+# With a score_mod (and no mask_mod or block mask, which chunked turns into
+# skipped blocks) "auto" on TensorFlow takes the materialising naive path
+# while the (B, H, Tq, Tv) scores have at most this many elements (512 MiB of
+# float32; the score_mod's temporaries are as large), and
+# FUSED_MAX_SCORES_WITH_GRADIENT when a gradient is recorded: one fused
+# softmax over the whole matrix beat the chunked loop with a soft cap (1031 vs
+# 1176 ms at N=4096, B=1, H=8, D=64, tf.function; ALiBi 1091 vs 1055, a tie).
+MATERIALISED_MODS_MAX = {"tensorflow": 2**27}
 
 
 # The forward loop of the chunked path per backend (default "blocks", the
@@ -97,6 +105,23 @@ def bias_fits(problem):
     return elements <= limit
 
 
+def mods_materialise(problem, backend):
+    """Whether "auto" computes a score_mod on the whole (B, H, Tq, Tv) scores
+    (MATERIALISED_MODS_MAX) rather than block by block."""
+    limit = MATERIALISED_MODS_MAX.get(backend)
+    if (
+        limit is None
+        or problem.mask_mod is not None
+        or problem.block_mask is not None
+        or problem.query_length is None
+        or problem.key_length is None
+    ):
+        return False
+    if backend_lib.gradient_recorded(problem.query, problem.key, problem.value):
+        limit = min(limit, FUSED_MAX_SCORES_WITH_GRADIENT.get(backend, limit))
+    return score_elements(problem) <= limit
+
+
 def score_elements(problem):
     """B·H·Tq·Tv, the size of the scores a materialising kernel holds (B unknown: 1)."""
     batch = problem.query.shape[0]
@@ -138,6 +163,8 @@ def choose(problem, implementation, return_weights, dropout_active):
         if problem.score_mod is None or bias_fits(problem):
             return "fused"
     if problem.score_mod is not None:
+        if mods_materialise(problem, backend):
+            return "naive"
         return _chunked_or_naive(problem, return_weights, dropout_active, backend)
     tq, tv = problem.query_length, problem.key_length
     pairs = None if tq is None or tv is None else tq * tv

@@ -7,7 +7,7 @@ from keras import ops
 
 from attnkit.ops import counter_noise, modding
 from attnkit.ops.masks import combine_masks
-from attnkit.ops.softmax import masked_softmax, softmax_dtype
+from attnkit.ops.softmax import masked_softmax, softmax_dtype, softmax_rows
 
 
 def prescaled_query(problem):
@@ -44,6 +44,13 @@ def logits(problem, query, key):
 
 def weights(problem):
     """Softmax weights (B, Hkv, G, Tq, Tv) in at least float32."""
+    w, keep = weights_and_rows(problem)
+    return w if keep is None else w * ops.cast(keep, w.dtype)
+
+
+def weights_and_rows(problem):
+    """``softmax.softmax_rows`` of the problem's scores: the weights before rows
+    without a visible key are zeroed, and those rows (or None)."""
     query = ops.transpose(prescaled_query(problem), (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, D)
     key = ops.transpose(problem.key, (0, 2, 1, 3))  # (B, Hkv, Tv, D)
     scores = logits(problem, query, key)  # (B, Hkv, G, Tq, Tv)
@@ -60,36 +67,43 @@ def weights(problem):
             groups = problem.num_heads // problem.num_kv_heads
             mod_mask = modding.evaluate_mask_mod(problem.mask_mod, idx, problem.num_heads, groups)
             mask = combine_masks(mask, mod_mask)
+    # Built-in scores of finite inputs are finite; a bias, a score_mod or a
+    # custom score may hide keys with -inf.
+    finite = problem.bias is None and problem.score_mod is None and problem.score_name is not None
     if problem.sinks is None:
-        return masked_softmax(scores, mask, axis=-1)
+        return softmax_rows(scores, mask, axis=-1, finite=finite)
     return _softmax_with_sinks(scores, mask, ops.cast(problem.sinks, scores.dtype))
 
 
 def _softmax_with_sinks(scores, mask, sinks):
     """masked_softmax with one more logit per head, ``sinks`` (Hkv, G), that
-    joins the denominator and is dropped from the weights."""
+    joins the denominator and is dropped from the weights; (weights, None)."""
     shape = ops.shape(scores)
     column = ops.broadcast_to(sinks[None, :, :, None, None], (*shape[:4], 1))  # (B, Hkv, G, Tq, 1)
     extended = ops.concatenate([scores, column], axis=-1)  # (B, Hkv, G, Tq, Tv + 1)
     if mask is not None:
         mask = ops.broadcast_to(mask, shape)
         mask = ops.concatenate([mask, ops.ones_like(mask[..., :1])], axis=-1)
-    return masked_softmax(extended, mask, axis=-1)[..., :-1]
+    return masked_softmax(extended, mask, axis=-1)[..., :-1], None
 
 
-def attend(problem, dropout=0.0, dropout_key=None):
-    """Returns (output (B, Tq, Hkv, G, Dv), weights (B, Hkv, G, Tq, Tv)).
+def attend(problem, dropout=0.0, dropout_key=None, return_weights=True):
+    """Returns (output (B, Tq, Hkv, G, Dv), weights (B, Hkv, G, Tq, Tv) or None
+    without ``return_weights``).
 
     With ``dropout`` > 0 the weights that reach the values are multiplied by
     ``counter_noise.dropout_factor`` of ``dropout_key`` (inverted dropout,
     the keep-mask a pure function of the key and each weight's global
     indices: the chunked path draws the same one); the returned weights are
-    those before dropout.
+    those before dropout. Rows without a visible key are zeroed in the output
+    (B·Tq·H·Dv values, not B·H·Tq·Tv weights) and in the returned weights.
     """
-    w = weights(problem)
+    w, keep = weights_and_rows(problem)
     value = problem.value
     compute_dtype = keras.backend.result_type(problem.query.dtype, value.dtype)
-    returned = ops.cast(w, compute_dtype)
+    returned = None
+    if return_weights:
+        returned = ops.cast(w if keep is None else w * ops.cast(keep, w.dtype), compute_dtype)
     if dropout > 0:
         rows = counter_noise.dropout_rows(
             dropout_key,
@@ -104,4 +118,9 @@ def attend(problem, dropout=0.0, dropout_key=None):
         )  # (B, Hkv, G, Tq, Tv)
     w = ops.cast(w, compute_dtype)
     out = ops.einsum("bhgqk,bkhd->bqhgd", w, ops.cast(value, compute_dtype))  # (B, Tq, Hkv, G, Dv)
+    if keep is not None:
+        while len(keep.shape) < 5:  # a (Tq, 1) position mask's rows
+            keep = keep[None]
+        # (B|1, Hkv|1, G|1, Tq|1, 1) -> (B|1, Tq|1, Hkv|1, G|1, 1), as the output.
+        out = out * ops.cast(ops.transpose(keep, (0, 3, 1, 2, 4)), out.dtype)
     return out, returned

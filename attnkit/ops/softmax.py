@@ -18,20 +18,43 @@ def masked_softmax(logits, mask=None, axis=-1):
     """Softmax over ``axis`` where ``mask`` (True = keep) is False gets weight 0.
 
     Computed in at least float32. A row whose entries are all masked gets all-zero
-    weights (not the uniform distribution, not NaN). Returns the float32/float64
-    weights; callers cast to their compute dtype.
+    weights (not the uniform distribution, not NaN); so does a row of ``-inf``
+    logits (a bias or a score_mod that hides every key). Returns the
+    float32/float64 weights; callers cast to their compute dtype.
+    """
+    weights, keep = softmax_rows(logits, mask, axis=axis)
+    return weights if keep is None else weights * ops.cast(keep, weights.dtype)
+
+
+def softmax_rows(logits, mask=None, axis=-1, finite=False):
+    """``masked_softmax`` in two parts: ``(weights, keep)``.
+
+    ``weights`` is the masked softmax before the rows without a visible key
+    are zeroed (such rows are uniform there, never NaN); ``keep`` (bool, ``axis``
+    kept with size 1) marks the rows with one, or is None when every row has
+    one. A caller that only needs the weights times values zeroes the output
+    rows instead (cheaper than the weights).
+
+    The backend's own fused softmax does the work: a hand-written max/exp/sum
+    cost 4x as much on TensorFlow (668 ms against 166 ms for (1, 8, 4096,
+    4096) float32 logits). ``finite=True`` promises logits without ``-inf``
+    (no bias, no score_mod): the clamp and the row maximum are then skipped,
+    the rows to keep read from the mask.
     """
     dtype = softmax_dtype(logits.dtype)
     logits = ops.cast(logits, dtype)
+    neg = large_negative(dtype)
+    keep = None
     if mask is not None:
         mask = ops.cast(mask, "bool")
-        logits = ops.where(mask, logits, large_negative(dtype))
-    row_max = ops.max(logits, axis=axis, keepdims=True)
-    # A row of -inf (e.g. from a user bias) must not turn into NaN.
-    row_max = ops.where(ops.isfinite(row_max), row_max, ops.zeros_like(row_max))
-    unnormalized = ops.exp(logits - ops.stop_gradient(row_max))
-    if mask is not None:
-        unnormalized = unnormalized * ops.cast(mask, dtype)
-    total = ops.sum(unnormalized, axis=axis, keepdims=True)
-    safe_total = ops.where(total > 0, total, ops.ones_like(total))
-    return unnormalized / safe_total
+        logits = ops.where(mask, logits, neg)
+        if finite:
+            keep = ops.any(mask, axis=axis, keepdims=True)
+    if not finite:
+        # -inf logits become the finite large negative: a row of them is
+        # uniform (and zeroed by ``keep``) rather than NaN, forward and backward.
+        logits = ops.maximum(logits, neg)
+        keep = ops.max(logits, axis=axis, keepdims=True) > neg
+    if logits.shape[axis] == 1:  # one key: weight 1 (keras' softmax warns on this axis)
+        return ops.ones_like(logits), keep
+    return ops.softmax(logits, axis=axis), keep
