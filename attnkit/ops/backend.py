@@ -129,6 +129,15 @@ def custom_vjp(forward, backward):
             return _torch_vjp(forward, backward, inputs, aux, cfg)
         return forward(inputs, aux, cfg)[0]
 
+    if name() == "torch":
+        import torch
+
+        # Under torch.compile, Dynamo would trace into the Function's forward
+        # and unroll every block loop (minutes to compile already at N=512, a
+        # graph that grows with N). The op runs eagerly instead, behind one
+        # graph break: its loops are batched block matmuls already, and its
+        # memory stays the eager path's O(N).
+        return torch.compiler.disable(apply)
     return apply
 
 

@@ -167,15 +167,13 @@ def check_sizes(fn, name, batch, query_length, key_length):
     symbols = {"batch": "B", "query": "Tq", "key": "Tv"}
     for argument, shape, axes in getattr(fn, "expected_sizes", ()):
         want = tuple(sizes[axes[i]] if i in axes else dim for i, dim in enumerate(shape))
-        bad = [
-            i
-            for i, axis in axes.items()
-            if isinstance(shape[i], int)
+        if any(
+            isinstance(shape[i], int)
             and isinstance(sizes[axis], int)
             and shape[i] != sizes[axis]
             and not (axis == "batch" and shape[i] == 1)
-        ]
-        if bad:
+            for i, axis in axes.items()
+        ):
             spelled = ", ".join(symbols.get(axes.get(i), "_") for i in range(len(shape)))
             raise ValueError(
                 f"`{argument}` of the {name} must have shape ({spelled}) = {want} for these "

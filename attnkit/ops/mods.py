@@ -656,6 +656,7 @@ def prefix_lm(prefix_lengths):
     """
     if isinstance(prefix_lengths, (int, bool)):
         length = _checks.non_negative_int(prefix_lengths, "prefix_lengths")
+        records = ()
 
         def prefix_of(batch):
             return length
@@ -664,6 +665,7 @@ def prefix_lm(prefix_lengths):
         lengths = _int_tensor(
             prefix_lengths, "prefix_lengths", 1, "a non-negative int or an int tensor of shape (B,)"
         )
+        records = (("prefix_lengths", lengths, {0: "batch"}),)
 
         def prefix_of(batch):
             return ops.take(lengths, batch)  # (B, 1, 1, 1)
@@ -671,9 +673,7 @@ def prefix_lm(prefix_lengths):
     def prefix_mod(batch, head, q_idx, kv_idx):
         return ops.logical_or(kv_idx < prefix_of(batch), kv_idx <= q_idx)
 
-    if isinstance(prefix_lengths, (int, bool)):
-        return prefix_mod
-    return _expects(prefix_mod, ("prefix_lengths", lengths, {0: "batch"}))
+    return _expects(prefix_mod, *records)
 
 
 # Combinators -------------------------------------------------------------------

@@ -7,7 +7,7 @@ from keras import ops
 
 from attnkit.ops import counter_noise, modding
 from attnkit.ops.masks import combine_masks
-from attnkit.ops.softmax import masked_softmax, softmax_dtype, softmax_rows
+from attnkit.ops.softmax import masked_softmax, softmax_dtype, softmax_rows, zero_rows
 
 
 def prescaled_query(problem):
@@ -44,8 +44,7 @@ def logits(problem, query, key):
 
 def weights(problem):
     """Softmax weights (B, Hkv, G, Tq, Tv) in at least float32."""
-    w, keep = weights_and_rows(problem)
-    return w if keep is None else w * ops.cast(keep, w.dtype)
+    return zero_rows(*weights_and_rows(problem))
 
 
 def weights_and_rows(problem):
@@ -103,7 +102,7 @@ def attend(problem, dropout=0.0, dropout_key=None, return_weights=True):
     compute_dtype = keras.backend.result_type(problem.query.dtype, value.dtype)
     returned = None
     if return_weights:
-        returned = ops.cast(w if keep is None else w * ops.cast(keep, w.dtype), compute_dtype)
+        returned = ops.cast(zero_rows(w, keep), compute_dtype)
     if dropout > 0:
         rows = counter_noise.dropout_rows(
             dropout_key,

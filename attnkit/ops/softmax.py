@@ -22,7 +22,13 @@ def masked_softmax(logits, mask=None, axis=-1):
     logits (a bias or a score_mod that hides every key). Returns the
     float32/float64 weights; callers cast to their compute dtype.
     """
-    weights, keep = softmax_rows(logits, mask, axis=axis)
+    return zero_rows(*softmax_rows(logits, mask, axis=axis))
+
+
+def zero_rows(weights, keep):
+    """``weights`` with the rows where ``keep`` (from ``softmax_rows``) is
+    False set to zero; ``keep=None`` (every row has a key) returns them as
+    they are."""
     return weights if keep is None else weights * ops.cast(keep, weights.dtype)
 
 
