@@ -267,3 +267,40 @@ def test_block_mask_full_blocks_drop_the_mask_work():
     got = to_numpy(attention(q, k, v, block_mask=bm, implementation="chunked"))
     want, _ = reference_attention(q, k, v, mask_mod=lambda b, h, q, kv: q // 4 == kv // 4)
     np.testing.assert_allclose(got, want, atol=TOL)
+
+
+@pytest.mark.parametrize("impl", ("naive", "chunked"))
+def test_minus_infinity_from_a_score_mod_is_a_mask_forward_and_backward(impl, rng):
+    """A score_mod may hide keys with -inf: single entries (exact zeros of the
+    softmax) and whole rows (zero output, zero gradients, never NaN), the
+    same as a boolean mask that hides them, against the float64 reference."""
+    q, k, v = _inputs(rng)
+    hidden_rows = np.arange(TQ) % 4 == 1  # queries 1, 5, 9 see nothing
+    hidden = np.zeros((TQ, TV), bool)
+    hidden[hidden_rows] = True
+    hidden[:, 3] = True  # one key hidden from every query
+    hidden[0, 7:20] = True
+
+    def hide(score, b, h, q_idx, kv_idx):  # the same, from the indices of a block
+        row = q_idx - (TV - TQ)
+        where = ops.logical_or(row % 4 == 1, kv_idx == 3)
+        where = ops.logical_or(where, (row == 0) & (kv_idx >= 7) & (kv_idx < 20))
+        where = ops.broadcast_to(where, ops.shape(score))
+        return ops.where(where, ops.full_like(score, -float("inf")), score)
+
+    g = rng.normal(size=(B, TQ, H, D)).astype("float32")
+    extra = {"block_size": BLOCK} if impl == "chunked" else {}
+
+    def loss(q, k, v):
+        out = attention(q, k, v, score_mod=hide, implementation=impl, **extra)
+        return ops.sum(out * ops.convert_to_tensor(g)), out
+
+    out, grads = _value_and_grads(loss, [q, k, v])
+    mask = np.broadcast_to(~hidden, (B, TQ, TV))
+    want, _ = reference_attention(q, k, v, mask=mask)
+    assert np.all(out[:, hidden_rows] == 0)
+    np.testing.assert_allclose(out, want, atol=TOL, rtol=0)
+    expected = reference_attention_gradients(q, k, v, g, mask=mask)
+    for got, exp in zip(grads, expected, strict=True):
+        assert np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, exp, atol=TOL, rtol=1e-5)
