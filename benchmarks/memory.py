@@ -13,9 +13,9 @@ mods), on every backend and mode:
     torch eager (``.backward()``) and ``torch.compile`` (the loss compiled,
     ``dynamic=False``: a second length would be traced with a symbolic one,
     which the chunked path refuses; the backward runs through the compiled
-    graph). Dynamo unrolls the chunked path's block loops between graph breaks
-    at its custom ``autograd.Function``: compiling takes minutes already at
-    N=512 (docs/BENCHMARKS.md), so this case needs a long ``--timeout``.
+    graph). The chunked op runs eagerly behind one graph break
+    (``torch.compiler.disable`` in ``ops.backend.custom_vjp``), with its own
+    O(N)-memory backward.
 
 Plus plain ``attention(q, k, v)`` (no mods, ``"auto"``) on TensorFlow eager at
 N/2 (16384 by default: the issue's "over 23 GiB" case).

@@ -125,6 +125,8 @@ def test_errors():
         MonotonicAttention(units=3, inference_mode="x")
     with pytest.raises(ValueError, match="Received: score_bias_init='a'"):
         MonotonicAttention(units=3, score_bias_init="a")
+    with pytest.raises(ValueError, match="seed.*Received: seed=1.5"):
+        MonotonicAttention(units=3, sigmoid_noise=1.0, seed=1.5)
 
 
 def test_sigmoid_noise_trains_inside_the_rnn_loop_on_every_backend():

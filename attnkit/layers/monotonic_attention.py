@@ -137,7 +137,7 @@ class MonotonicAttention(AttentionMechanism):
         self.sigmoid_noise = _checks.non_negative_number(sigmoid_noise, "sigmoid_noise")
         self.score_bias_init = _checks.number(score_bias_init, "score_bias_init")
         self.normalize = _checks.boolean(normalize, "normalize")
-        self.seed = seed
+        self.seed = _checks.seed(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # The noise is drawn inside the decoder's loop, where a SeedGenerator
         # cannot advance on JAX; it comes from a counter-based generator whose
