@@ -61,6 +61,20 @@ package-check: $(VENV)/.test-installed
 	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
 		env -u KERAS_BACKEND bin/attnkit info && \
 		env -u KERAS_BACKEND bin/python $(CURDIR)/tests/scripts/package_smoke.py $(VERSION)
+	@# What `make demo` installs (the wheel with its `viz` extra) runs the dates demo: one
+	@# short epoch must print the exact-match line and write the PNG and the .keras model.
+	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install --quiet --disable-pip-version-check \
+		--no-compile "$$(ls $(PACKAGE_CHECK)/dist/attnkit-*.whl)[viz]"
+	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
+		env -u KERAS_BACKEND bin/attnkit demo dates --epochs 1 --samples 512 --test-samples 64 \
+		--out $(CURDIR)/$(PACKAGE_CHECK)/demo > $(CURDIR)/$(PACKAGE_CHECK)/demo.log 2>&1 \
+		|| { cat $(CURDIR)/$(PACKAGE_CHECK)/demo.log; exit 1; }
+	@grep -E '^exact-match .*/64\)$$' $(PACKAGE_CHECK)/demo.log \
+		&& test -s $(PACKAGE_CHECK)/demo/dates_attention.png \
+		&& test -s $(PACKAGE_CHECK)/demo/dates.keras \
+		&& echo "package-check: the demo install wrote $(PACKAGE_CHECK)/demo/dates_attention.png and dates.keras" \
+		|| { echo "package-check: the dates demo did not produce its accuracy line, PNG and .keras"; \
+		     cat $(PACKAGE_CHECK)/demo.log; exit 1; }
 
 # The documentation site: MkDocs in strict mode (a broken link, a missing page or an
 # unresolved API reference fails the build), offline (no fonts, CDN or inventories
