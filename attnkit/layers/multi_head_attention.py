@@ -482,7 +482,7 @@ class MultiHeadAttention(keras.layers.Layer):
             position_bias=self._position_bias,
             num_heads=self._num_heads,
             t5_settings=(self._t5_num_buckets, self._t5_max_distance, self._t5_bidirectional),
-            t5_table=_read(self._t5_table),
+            t5_table=self._t5_table,
             causal=bool(use_causal_mask),
             user_score_mod=score_mod,
             soft_cap=self._logit_soft_cap,
@@ -514,7 +514,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 hook_kwargs["score_mod"] = score_fn
                 hook_kwargs["score_mod_params"] = score_params
             if self._sinks is not None:
-                hook_kwargs["sinks"] = _read(self._sinks)
+                hook_kwargs["sinks"] = self._sinks
         else:
             options.refuse_score_options(
                 type(self), "_compute_attention", self._score_options(score_mod)
@@ -928,10 +928,3 @@ def _position_mask(query, key, causal, window):
     return masks_lib.aligned_mask(
         ops.shape(query)[1], ops.shape(key)[1], causal=causal, window=window, alignment="top_left"
     )
-
-
-def _read(variable):
-    """A variable's value as a tensor, or None. ``ops.convert_to_tensor`` hands
-    TensorFlow's variable back, which ``tf.custom_gradient`` (the chunked
-    path's backward) refuses to close over; a cast reads it."""
-    return None if variable is None else ops.cast(variable, variable.dtype)
