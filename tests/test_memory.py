@@ -156,6 +156,12 @@ SCRIPT = textwrap.dedent(
     for kwargs, fs in measured:
         for name, f in fs.items():
             xs = inputs(n)
+            if name in ("tf.function", "torch.compile"):
+                # Traced and compiled for N before the baseline, as JAX's jit is:
+                # TensorFlow's first run at a new shape also fills process-wide
+                # caches (about 400 MiB at N=2048, kept for later calls; a fresh
+                # tf.function at the same shape then grows about 50 MiB).
+                [ops.convert_to_numpy(g) for g in f(*xs)]
             rss = reset_peak()
             [ops.convert_to_numpy(g) for g in f(*xs)]
             key = "naive" if kwargs["impl"] == "naive" else name + tag(kwargs)
@@ -188,7 +194,17 @@ FAST_RUNS = [dict(impl="chunked", combo=True)]
 
 
 def _growth(n, modes, runs, timeout):
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    # A fixed mmap threshold: glibc's dynamic one rises after the first large
+    # free, so the 32 MiB score blocks of torch's row loop come back from the
+    # heap and its fragmentation, not the blocks alive at once, sets the peak
+    # (N=2048, torch eager, plain: 164-196 MiB growth with the default, 72-83
+    # with this; the process' real RSS at N=32768 is in docs/BENCHMARKS.md).
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=keras.backend.backend(),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        MALLOC_MMAP_THRESHOLD_=str(1 << 20),
+    )
     config = json.dumps(dict(n=n, modes=modes, runs=runs))
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, config],
