@@ -47,34 +47,34 @@ test: $(VENV)/.test-installed package-check docs
 # compiled on import, only for what is imported: about a minute saved), check that matplotlib and scikit-learn did
 # not come along, run `attnkit info` and tests/scripts/package_smoke.py (imports, one
 # epoch of a tiny Attention model, py.typed, the extras' messages) there, outside the
-# source tree so the wheel is what is imported. Once per `make test`, not per backend.
+# source tree so the wheel is what is imported; then add the `viz` extra (what `make demo`
+# installs) and run one short epoch of the dates demo there, which must print its
+# exact-match line and write its PNG and .keras model. Once per `make test`, not per backend.
 PACKAGE_CHECK := build/package-check
 WHEEL_VENV := $(PACKAGE_CHECK)/venv
+WHEEL_PIP := $(PY) -m pip --python $(WHEEL_VENV)/bin/python install --quiet \
+	--disable-pip-version-check --no-compile
+# Runs what follows inside the wheel's venv, with its own Keras home and no backend chosen.
+IN_WHEEL_VENV := cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home \
+	&& unset KERAS_BACKEND &&
+DEMO_CHECK := $(CURDIR)/$(PACKAGE_CHECK)/demo
 VERSION = $(shell sed -n 's/^version = "\([^"]*\)"/\1/p' pyproject.toml | head -n 1)
 package-check: $(VENV)/.test-installed
 	@rm -rf $(PACKAGE_CHECK) && mkdir -p $(PACKAGE_CHECK)
 	$(PY) -m build --outdir $(PACKAGE_CHECK)/dist . > $(PACKAGE_CHECK)/build.log 2>&1 \
 		|| { cat $(PACKAGE_CHECK)/build.log; exit 1; }
 	$(PYTHON) -m venv --without-pip $(WHEEL_VENV)
-	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install --quiet --disable-pip-version-check \
-		--no-compile $(PACKAGE_CHECK)/dist/attnkit-*.whl
-	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
-		env -u KERAS_BACKEND bin/attnkit info && \
-		env -u KERAS_BACKEND bin/python $(CURDIR)/tests/scripts/package_smoke.py $(VERSION)
-	@# What `make demo` installs (the wheel with its `viz` extra) runs the dates demo: one
-	@# short epoch must print the exact-match line and write the PNG and the .keras model.
-	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install --quiet --disable-pip-version-check \
-		--no-compile "$$(ls $(PACKAGE_CHECK)/dist/attnkit-*.whl)[viz]"
-	@cd $(WHEEL_VENV) && export KERAS_HOME=$(CURDIR)/$(PACKAGE_CHECK)/keras-home && \
-		env -u KERAS_BACKEND bin/attnkit demo dates --epochs 1 --samples 512 --test-samples 64 \
-		--out $(CURDIR)/$(PACKAGE_CHECK)/demo > $(CURDIR)/$(PACKAGE_CHECK)/demo.log 2>&1 \
-		|| { cat $(CURDIR)/$(PACKAGE_CHECK)/demo.log; exit 1; }
-	@grep -E '^exact-match .*/64\)$$' $(PACKAGE_CHECK)/demo.log \
-		&& test -s $(PACKAGE_CHECK)/demo/dates_attention.png \
-		&& test -s $(PACKAGE_CHECK)/demo/dates.keras \
-		&& echo "package-check: the demo install wrote $(PACKAGE_CHECK)/demo/dates_attention.png and dates.keras" \
+	$(WHEEL_PIP) $(PACKAGE_CHECK)/dist/attnkit-*.whl
+	@$(IN_WHEEL_VENV) bin/attnkit info && \
+		bin/python $(CURDIR)/tests/scripts/package_smoke.py $(VERSION)
+	$(WHEEL_PIP) "$$(ls $(PACKAGE_CHECK)/dist/attnkit-*.whl)[viz]"
+	@$(IN_WHEEL_VENV) bin/attnkit demo dates --epochs 1 --samples 512 --test-samples 64 \
+		--out $(DEMO_CHECK) > $(DEMO_CHECK).log 2>&1 || { cat $(DEMO_CHECK).log; exit 1; }
+	@grep -E '^exact-match .*/64\)$$' $(DEMO_CHECK).log \
+		&& test -s $(DEMO_CHECK)/dates_attention.png && test -s $(DEMO_CHECK)/dates.keras \
+		&& echo "package-check: the demo install wrote $(DEMO_CHECK)/dates_attention.png and dates.keras" \
 		|| { echo "package-check: the dates demo did not produce its accuracy line, PNG and .keras"; \
-		     cat $(PACKAGE_CHECK)/demo.log; exit 1; }
+		     cat $(DEMO_CHECK).log; exit 1; }
 
 # The documentation site: MkDocs in strict mode (a broken link, a missing page or an
 # unresolved API reference fails the build), offline (no fonts, CDN or inventories
