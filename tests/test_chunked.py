@@ -313,3 +313,86 @@ def test_both_loops_zero_rows_a_score_mod_sets_to_minus_infinity(loop, rng):
     assert np.all(np.isfinite(out)) and np.all(out[:, : 20 - 16] == 0)
     expected, _ = reference_attention(q, k, v)
     np.testing.assert_allclose(out[:, 4:], expected[:, 4:], atol=TOL, rtol=0)
+
+
+def test_small_probabilities_are_flushed_to_zero_on_torch():
+    from keras import ops
+
+    from attnkit.ops import backend
+
+    torch = keras.backend.backend() == "torch"  # XLA and TensorFlow flush subnormals themselves
+    for dtype, log_t in (("float32", -80.0), ("float64", -700.0)):
+        t = np.exp(np.float64(log_t))
+        p = np.array([0.0, 1e-300, t / 2, t, t * 1.01, 0.5, 1.0, np.nan], dtype)
+        x = np.array([-np.inf, -1e4, log_t - 0.5, log_t + 0.01, -3.0, 0.0, np.nan], dtype)
+        if keras.backend.standardize_dtype(ops.convert_to_tensor(p).dtype) != dtype:
+            continue  # JAX without x64 holds no float64
+        want_p = np.where(p > t, p, 0) if torch else p
+        with np.errstate(under="ignore"):
+            want_x = np.exp(x)
+        if torch:
+            want_x = np.where(want_x > t, want_x, 0)
+        want_p[-1] = want_x[-1] = np.nan  # NaN stays NaN
+        for reuse in (False, True):
+            got = to_numpy(backend.flush_small(ops.convert_to_tensor(p), reuse=reuse))
+            np.testing.assert_array_equal(got, want_p, err_msg=f"{dtype} reuse={reuse}")
+            got = to_numpy(backend.exp_flushed(ops.convert_to_tensor(x), reuse=reuse))
+            np.testing.assert_allclose(got, want_x, rtol=1e-6, err_msg=f"{dtype} reuse={reuse}")
+    half = ops.convert_to_tensor(np.array([1e-6, 1e-3], "float16"))  # 1e-6 is a float16 subnormal
+    np.testing.assert_array_equal(to_numpy(backend.flush_small(half)), to_numpy(half))
+
+
+def test_both_loops_keep_a_nan_logit_row_nan(loop, rng):
+    """torch's flush of small probabilities keeps NaN: a query row with a NaN
+    gives a NaN output row and dq row (with and without the log-sum-exp a
+    backward needs), and the other rows stay exact."""
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+    expected, _ = reference_attention(q, k, v, causal=True)  # rows are independent
+    q[0, 5, 1, 2] = np.nan  # one query row of one head
+    g = rng.normal(size=q.shape[:-1] + (D,)).astype("float32")
+    kwargs = {"causal": True, "implementation": "chunked", "block_size": (4, 6)}
+    trained = gradients(q, k, v, g, **kwargs)
+    inference = to_numpy(attention(q, k, v, **kwargs))
+    nan_row = np.zeros(expected.shape, bool)
+    nan_row[0, 5, 1] = True
+    for out in (trained[0], inference):
+        assert np.array_equal(np.isnan(out), nan_row)
+        np.testing.assert_allclose(out[~nan_row], expected[~nan_row], atol=TOL, rtol=0)
+    assert np.isnan(trained[1][0, 5, 1]).all()  # dq of that row
+
+
+@pytest.mark.parametrize("as_bias", (False, True), ids=("score_mod", "bias"))
+def test_probabilities_in_the_subnormal_range_stay_exact(as_bias, loop, rng):
+    """An ALiBi-like slope of 6 per position puts about one probability in
+    ten below float32's smallest normal (exp(-6·15) ~ 1e-39), which torch's
+    paths set to zero for speed (backend.flush_small, exp_flushed): forward
+    and gradients still equal float64, through the custom gradient (a
+    score_mod) and through autodiff (a bias), on both loops, and the naive
+    path agrees."""
+    from keras import ops
+
+    q, k, v = _inputs(rng, 19, 37, "gqa")
+    distance = np.abs(np.arange(19)[:, None] + 18 - np.arange(37)[None, :])
+    if as_bias:
+        kwargs = {"bias": (-6.0 * distance)[None, None].astype("float32")}
+        ref_kwargs = kwargs
+    else:
+        def slope(s, b, h, qi, ki):
+            return s - 6.0 * ops.cast(ops.abs(qi - ki), s.dtype)
+
+        kwargs = {"score_mod": slope}
+        ref_kwargs = {"score_mod": lambda s, b, h, qi, ki: s - 6.0 * np.abs(qi - ki)}
+    grad_kwargs = dict(ref_kwargs)
+    if not as_bias:  # d(s - bias)/ds = 1
+        grad_kwargs["score_mod_vjp"] = lambda raw, b, h, qi, ki, d_mod: (d_mod, ())
+    expected, p = reference_attention(q, k, v, causal=True, **ref_kwargs)
+    assert np.mean((p > 0) & (p < 2.0**-126)) > 0.05  # the case is what it claims
+    g = rng.normal(size=q.shape[:-1] + (D,)).astype("float32")
+    got = gradients(q, k, v, g, implementation="chunked", block_size=(4, 6), causal=True, **kwargs)
+    np.testing.assert_allclose(got[0], expected, atol=TOL, rtol=0, err_msg="output")
+    want = reference_attention_gradients(q, k, v, g, causal=True, **grad_kwargs)
+    for name, a, b in zip("qkv", got[1:], want, strict=True):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0, err_msg=f"d{name}")
+    naive = gradients(q, k, v, g, implementation="naive", causal=True, **kwargs)
+    for a, b in zip(naive, got, strict=True):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0)

@@ -1,7 +1,7 @@
 """Every backend-specific line of the attention core, in this one leaf module.
 
 The algorithms (``chunked``, ``fused``, ``naive``) are written once with
-``keras.ops``; three things need a backend's own API, each chosen from a
+``keras.ops``; five things need a backend's own API, each chosen from a
 measurement recorded in docs/BENCHMARKS.md:
 
 1. ``custom_vjp(forward, backward)``: attaches a hand-written backward to a
@@ -14,7 +14,12 @@ measurement recorded in docs/BENCHMARKS.md:
    with ``enable_gqa`` (``keras.ops.dot_product_attention`` would repeat the
    key/value heads), repeated key/value heads for TensorFlow's kernel, zero
    padding of unequal head sizes for JAX's.
-3. Causal attention on TensorFlow in query blocks (``tf_causal_blocks``): it
+3. ``flush_small(p)`` and ``exp_flushed(x)``: probabilities kept out of
+   the subnormal range on torch, whose CPU kernels take a microcode assist
+   per subnormal (XLA and TensorFlow run with flush-to-zero already).
+4. Two primitives of torch's row-block loops: ``matmul_transposed`` (q kᵀ
+   without a copy of k) and ``add_into`` (dk and dv accumulated in place).
+5. Causal attention on TensorFlow in query blocks (``tf_causal_blocks``): it
    needs ``tf.map_fn`` over heads and ``transpose_b`` matmuls, so that each
    block's key/value prefix is a free slice rather than a copy.
 
@@ -31,6 +36,7 @@ asks which backend runs.
 from __future__ import annotations
 
 import functools
+import math
 
 import keras
 from keras import ops
@@ -263,6 +269,92 @@ def vjp(fn, *primals):
 
         return out.detach(), torch_pullback
     raise NotImplementedError(f"vjp is not available on the {backend} backend")
+
+
+# Subnormal probabilities --------------------------------------------------------
+
+# exp(s - max) of a logit 87 to 104 below its row's maximum is a subnormal
+# float32 (ALiBi makes such logits in every row at N in the thousands). On
+# torch's CPU kernels a subnormal costs a microcode assist wherever it is
+# produced or read: a (8, 256, 4096) x (8, 4096, 64) bmm with 2% subnormal
+# entries took 18.1 ms against 3.9 ms (JAX 5.2 against 8.4, TensorFlow 4.7
+# against 6.7: both run with flush-to-zero); exp of an ALiBi block of 4M
+# logits 20 ms against 0.8 ms with its argument clamped; ALiBi's row-block
+# forward at N=4096 1022 ms against 666 with torch.set_flush_denormal (which
+# reaches only the calling thread, not the OpenMP pool: a global switch, not
+# the library's to flip). So on torch the core sets the probabilities at or
+# below e^-80 (``_FLUSH_LOG``; 1.8e-35 in float32: far enough above the smallest
+# normal, 1.2e-38, that a probability times a value is normal too) to zero.
+# An output moves by less than Tv times that, far below float32's resolution.
+# Raising them to a floor instead would have made the exact zeros (masked
+# keys) floor-sized, every product with them subnormal: 6 s for that forward.
+# NaN stays NaN (torch.threshold replaces x <= threshold, which NaN is not).
+_FLUSH_LOG = {"float32": -80.0, "float64": -700.0}
+
+
+def _torch_full_precision(x):
+    return name() == "torch" and keras.backend.standardize_dtype(x.dtype) in _FLUSH_LOG
+
+
+def _may_overwrite(x, reuse):
+    import torch
+
+    return reuse and not (x.requires_grad and torch.is_grad_enabled())
+
+
+def flush_small(p, reuse=False):
+    """Probabilities ``p`` with entries at or below e^-80 (float32; e^-700 in
+    float64) set to zero, on torch (one pass; NaN stays NaN); on other
+    backends, and in half precision (not a torch fast path on a CPU; the
+    threshold would not be negligible there), ``p`` unchanged. ``reuse=True``
+    lets torch overwrite ``p`` when no gradient is recorded through it (the
+    caller holds no other reference)."""
+    if not _torch_full_precision(p):
+        return p
+    import torch
+
+    threshold = math.exp(_FLUSH_LOG[keras.backend.standardize_dtype(p.dtype)])
+    if _may_overwrite(p, reuse):
+        return torch.threshold_(p, threshold, 0.0)
+    return torch.threshold(p, threshold, 0.0)
+
+
+def exp_flushed(x, reuse=False):
+    """``flush_small(exp(x))``, on torch computed as the exp of ``x`` clamped
+    at -81 (the exp of a subnormal result is 25x slower); ``ops.exp(x)``
+    elsewhere. ``reuse`` as in :func:`flush_small`."""
+    if not _torch_full_precision(x):
+        return ops.exp(x)
+    import torch
+
+    log_threshold = _FLUSH_LOG[keras.backend.standardize_dtype(x.dtype)]
+    low = log_threshold - 1.0  # clamped entries land safely below the threshold
+    if _may_overwrite(x, reuse):
+        return torch.threshold_(x.clamp_(min=low).exp_(), math.exp(log_threshold), 0.0)
+    return torch.threshold(torch.exp(torch.clamp(x, min=low)), math.exp(log_threshold), 0.0)
+
+
+def matmul_transposed(a, b):
+    """``a @ bᵀ`` over the last two axes, batched: (..., m, d) x (..., k, d)
+    -> (..., m, k). On torch a matmul with a transposed view: 2.8 ms against
+    5.7 for ``einsum("bhmd,bhkd->bhmk")`` at (1, 8, 128, 64) x (1, 8, 4096,
+    64), whose einsum copies the keys first. Elsewhere the einsum, unchanged
+    from the measurements of the block loop (``chunked._rows``)."""
+    if name() == "torch":
+        return a @ b.transpose(-1, -2)
+    return ops.einsum("bhmd,bhkd->bhmk", a, b)
+
+
+def add_into(acc, x, start, axis):
+    """``acc`` with ``x`` added to its slice ``[start, start + len(x))`` along
+    ``axis``: in place on torch (``acc`` must be the caller's own
+    accumulator, recorded by no gradient), ``ops.slice_update`` elsewhere."""
+    if name() == "torch":
+        acc.narrow(axis, start, x.shape[axis]).add_(x)
+        return acc
+    starts = [0] * len(acc.shape)
+    starts[axis] = start
+    return ops.slice_update(acc, starts, ops.slice(acc, starts, ops.shape(x)) + x)
 
 
 # The backend's attention kernel --------------------------------------------------

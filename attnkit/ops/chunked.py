@@ -17,7 +17,10 @@ probabilities from it, ``p = exp(s - lse)``, instead of storing them:
 so training needs O(N) memory too. ``backend.custom_vjp`` attaches this
 backward to the forward with each backend's custom-gradient mechanism; with a
 ``bias`` or a non-dot score the forward is differentiated by plain autodiff
-instead.
+instead. On torch both passes run by query row blocks against every key a
+block sees (``rows_forward``, ``rows_backward``: few large eager operations),
+and probabilities below e^-80 are set to zero (``backend.flush_small``:
+torch's CPU kernels pay a microcode assist per subnormal float).
 
 Attention dropout (on the softmax weights, as Keras and PyTorch apply it)
 multiplies the ``p`` that reaches the values by an inverted-dropout factor
@@ -280,7 +283,7 @@ def _rows(x):
 def _qk(qb, kb):
     """(B, Hkv, G, bq, D) x (B, Hkv, bk, D) -> (B, Hkv, G, bq, bk)."""
     b, h, g, q, _ = ops.shape(qb)
-    s = ops.einsum("bhmd,bhkd->bhmk", _rows(qb), kb)
+    s = backend.matmul_transposed(_rows(qb), kb)  # (B, Hkv, G·bq, bk)
     return ops.reshape(s, (b, h, g, q, kb.shape[2]))
 
 
@@ -511,7 +514,7 @@ def backward(inputs, aux, cfg, out, lse, d_out):
                 s, pullback = backend.vjp(mod, s)
         block_mask = _block_masks(cfg, mask, q_start, k_start, idx, groups, True)
         s = _masked_logits(s, block_mask, neg)
-        p = ops.exp(s - ops.take(lse_blocks, i, axis=0)[..., None])
+        p = backend.exp_flushed(s - ops.take(lse_blocks, i, axis=0)[..., None], reuse=True)
         if block_mask is not None:
             p = p * ops.cast(block_mask, dtype)
         dob = ops.take(do_blocks, i, axis=0)
@@ -566,10 +569,14 @@ def backward(inputs, aux, cfg, out, lse, d_out):
 
 # The row-block forward ---------------------------------------------------------
 
-# Elements of one row block's scores (B·H·rows·keys): 2**23 is 32 MiB of
+# Elements of one row block's scores (B·H·rows·keys): 2**22 is 16 MiB of
 # float32, so a block and the few temporaries a score_mod makes stay within
-# O(N) memory (rows = 2**23 / (B·H·Tv): 256 at B·H=8, Tv=4096; 32 at Tv=32768).
-ROW_BLOCK_ELEMENTS = 2**23
+# O(N) memory (rows = 2**22 / (B·H·Tv): 128 at B·H=8, Tv=4096; 16 at Tv=32768).
+# Swept on a quiet machine, torch, N=4096, forward, ms (docs/BENCHMARKS.md):
+# 2**20 / 2**21 / 2**22 / 2**23 elements: plain 362 / 314 / 275 / 280, user
+# ALiBi 501 / 449 / 462 / 623, soft cap 466 / 417 / 411 / 686 (a 32 MiB block
+# no longer stays in cache; below 2**21 the dispatch of each op dominates).
+ROW_BLOCK_ELEMENTS = 2**22
 
 
 def row_plan(cfg):
@@ -640,6 +647,49 @@ def _grouped_rows(x, r0, r1, runs):
     return x
 
 
+def _row_block_mask(cfg, mask, r0, r1, runs, idx, groups, mod_needed, position_needed):
+    """The mask of query rows ``[r0, r1)`` against the key ``runs`` (causal /
+    window positions, the ``mask`` tensor, ``mask_mod``), or None."""
+    q_pos = ops.arange(r0, r1, dtype="int32") + cfg.offset  # (rows,)
+    kv_pos = ops.concatenate([ops.arange(a, b, dtype="int32") for a, b in runs])  # (k,)
+    return combine_masks(
+        position_mask(q_pos[:, None], kv_pos[None, :], causal=cfg.causal, window=cfg.window)
+        if position_needed
+        else None,
+        _grouped_rows(mask, r0, r1, runs),
+        modding.evaluate_mask_mod(cfg.mask_mod, idx, cfg.heads, groups)
+        if cfg.mask_mod is not None and mod_needed
+        else None,
+    )
+
+
+def _row_indices(cfg, batch, r0, r1, runs, mod_needed):
+    """The mod indices of rows ``[r0, r1)`` against the key ``runs``, or None
+    when neither a score_mod nor a mask_mod (on a block that needs it) reads them."""
+    if cfg.score_mod is None and not (cfg.mask_mod is not None and mod_needed):
+        return None
+    q_pos = ops.arange(r0, r1, dtype="int32") + cfg.offset
+    kv_pos = ops.concatenate([ops.arange(a, b, dtype="int32") for a, b in runs])
+    return modding.indices(batch, cfg.heads, q_pos, kv_pos)
+
+
+def _row_step(cfg, known_batch, q0, q1, runs):
+    """Rows per block: at most ``ROW_BLOCK_ELEMENTS`` scores."""
+    width = sum(b - a for a, b in runs)
+    return max(1, min(q1 - q0, ROW_BLOCK_ELEMENTS // max(1, known_batch * cfg.heads * width)))
+
+
+def _row_dropout(cfg, dropout_key, batch, r0, r1, runs, dtype):
+    """The inverted-dropout factors of rows ``[r0, r1)`` and the key ``runs``."""
+    rows_hash = counter_noise.dropout_rows(
+        dropout_key, batch, cfg.heads, cfg.kv_heads, r0, r1 - r0
+    )  # (B, Hkv, G, rows)
+    return ops.concatenate(
+        [counter_noise.dropout_factor(rows_hash, cfg.dropout, a, b - a, dtype) for a, b in runs],
+        axis=-1,
+    )
+
+
 def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
     """:func:`forward`'s result, computed by query row blocks against every
     key they may see at once (an exact softmax per block, no online rescaling).
@@ -674,13 +724,9 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
     )  # (1, Hkv, G, 1)
     outs, lses = [], []
     for q0, q1, runs, mod_needed, position_needed in row_plan(cfg):
-        width = sum(b - a for a, b in runs)
-        step = max(1, min(q1 - q0, ROW_BLOCK_ELEMENTS // max(1, known_batch * cfg.heads * width)))
+        step = _row_step(cfg, known_batch, q0, q1, runs)
         kb = _gather(k_rows, runs, 2) if runs else None  # (B, Hkv, k, D)
         vb = _gather(v_rows, runs, 2) if runs else None  # (B, Hkv, k, Dv)
-        kv_pos = None
-        if runs:
-            kv_pos = ops.concatenate([ops.arange(a, b, dtype="int32") for a, b in runs])  # (k,)
         for r0 in range(q0, q1, step):
             r1 = min(r0 + step, q1)
             shape = (batch, kv_heads, groups, r1 - r0)
@@ -696,20 +742,11 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
             block_bias = _grouped_rows(bias, r0, r1, runs)
             if block_bias is not None:
                 s = s + ops.cast(block_bias, dtype)
-            q_pos = ops.arange(r0, r1, dtype="int32") + cfg.offset  # (rows,)
-            idx = None
-            if cfg.score_mod is not None or (cfg.mask_mod is not None and mod_needed):
-                idx = modding.indices(batch, cfg.heads, q_pos, kv_pos)
+            idx = _row_indices(cfg, batch, r0, r1, runs, mod_needed)
             if cfg.score_mod is not None:
                 s = modding.apply_score_mod(cfg.score_mod, s, idx, params)
-            block_mask = combine_masks(
-                position_mask(q_pos[:, None], kv_pos[None, :], causal=cfg.causal, window=cfg.window)
-                if position_needed
-                else None,
-                _grouped_rows(mask, r0, r1, runs),
-                modding.evaluate_mask_mod(cfg.mask_mod, idx, cfg.heads, groups)
-                if cfg.mask_mod is not None and mod_needed
-                else None,
+            block_mask = _row_block_mask(
+                cfg, mask, r0, r1, runs, idx, groups, mod_needed, position_needed
             )
             if block_mask is not None:
                 s = ops.where(block_mask, s, neg)
@@ -718,7 +755,7 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
                 m = ops.maximum(ops.max(s, axis=-1), neg)  # (B, Hkv, G, rows)
                 if sink_rows is not None:
                     m = ops.maximum(m, sink_rows)
-                p = ops.exp(s - m[..., None])
+                p = backend.exp_flushed(s - m[..., None], reuse=True)
                 if block_mask is not None:
                     p = p * ops.cast(block_mask, dtype)
                 denom = ops.sum(p, axis=-1)
@@ -727,24 +764,16 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
                 has_key = denom > 0
                 safe = ops.where(has_key, denom, ops.ones_like(denom))
                 lses.append(ops.where(has_key, m + ops.log(safe), ops.zeros_like(denom)))
-                p = p / safe[..., None]
+                # Flushed after the division too: e^-80 / Tv is below it.
+                p = backend.flush_small(p / safe[..., None], reuse=True)
             else:
                 # One fused softmax; rows that the masks (or a score_mod's
                 # -inf) leave without a key get a zero output, not NaN.
-                p = ops.softmax(s, axis=-1)
+                p = backend.flush_small(ops.softmax(s, axis=-1), reuse=True)
                 if block_mask is not None or cfg.score_mod is not None:
                     empty_rows = ops.max(s, axis=-1) <= neg  # (B, Hkv, G, rows)
             if cfg.dropout:
-                rows_hash = counter_noise.dropout_rows(
-                    dropout_key, batch, cfg.heads, cfg.kv_heads, r0, r1 - r0
-                )  # (B, Hkv, G, rows)
-                p = p * ops.concatenate(
-                    [
-                        counter_noise.dropout_factor(rows_hash, cfg.dropout, a, b - a, dtype)
-                        for a, b in runs
-                    ],
-                    axis=-1,
-                )
+                p = p * _row_dropout(cfg, dropout_key, batch, r0, r1, runs, dtype)
             block_out = _pv(p, vb)  # (B, Hkv, G, rows, Dv)
             if empty_rows is not None:
                 block_out = ops.where(empty_rows[..., None], ops.zeros_like(block_out), block_out)
@@ -756,13 +785,105 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
     return out, lses[0] if len(lses) == 1 else ops.concatenate(lses, axis=3)  # (B, Hkv, G, Tq)
 
 
+def _add_runs(acc, piece, runs):
+    """``acc`` (B, Hkv, Tv, X) plus ``piece`` (B, Hkv, k, X) laid out over the
+    key ``runs`` (their concatenation); on torch in place (``backend.add_into``)."""
+    start = 0
+    for a, b in runs:
+        acc = backend.add_into(acc, piece[:, :, start : start + b - a], a, axis=2)
+        start += b - a
+    return acc
+
+
+def rows_backward(inputs, aux, cfg, out, lse, d_out):
+    """:func:`backward`'s gradients, by the row blocks of :func:`rows_forward`.
+
+    One sweep: each query row block, against every key it may see at once,
+    recomputes its probabilities from ``lse``, writes its rows of dq and adds
+    its share into dk and dv (and into the score_mod parameters' gradients),
+    so that every step is a few large operations (torch's eager execution
+    pays a pass over memory and a dispatch per operation; the (bq, bk) block
+    sweeps of :func:`backward` paid them per small block: docs/BENCHMARKS.md).
+    Same arguments and returns as :func:`backward`; the memory is O(N):
+    dk and dv, and one block of at most ``ROW_BLOCK_ELEMENTS`` scores with
+    the few temporaries of its derivative.
+    """
+    query, key, value, sinks, params = _split(inputs, cfg)
+    mask, dropout_key = aux
+    dtype = query.dtype
+    batch, _, kv_heads, groups, _ = ops.shape(query)
+    neg = large_negative(dtype)
+    known_batch = query.shape[0] if isinstance(query.shape[0], int) else 1
+    q_rows = ops.transpose(query, (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, D)
+    do_rows = ops.transpose(d_out, (0, 2, 3, 1, 4))  # (B, Hkv, G, Tq, Dv)
+    k_rows = ops.transpose(key, (0, 2, 1, 3))  # (B, Hkv, Tv, D)
+    v_rows = ops.transpose(value, (0, 2, 1, 3))  # (B, Hkv, Tv, Dv)
+    delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
+    # The gradients are written into buffers allocated once (in place on
+    # torch): kept block results between the blocks' temporaries fragment
+    # glibc's heap (7.4 GiB peak RSS at N=32768 with ALiBi + documents + soft
+    # cap, against 1.2 GiB with every block freed back to the system).
+    dq, dk, dv = ops.zeros_like(q_rows), ops.zeros_like(k_rows), ops.zeros_like(v_rows)
+    d_params = [ops.zeros_like(p) for p in params]
+    for q0, q1, runs, mod_needed, position_needed in row_plan(cfg):
+        if not runs:  # nothing visible: no gradient
+            continue
+        step = _row_step(cfg, known_batch, q0, q1, runs)
+        kb = _gather(k_rows, runs, 2)  # (B, Hkv, k, D)
+        vb = _gather(v_rows, runs, 2)  # (B, Hkv, k, Dv)
+        for r0 in range(q0, q1, step):
+            r1 = min(r0 + step, q1)
+            qb, dob = q_rows[:, :, :, r0:r1], do_rows[:, :, :, r0:r1]
+            s = _qk(qb, kb)  # (B, Hkv, G, rows, k)
+            idx = _row_indices(cfg, batch, r0, r1, runs, mod_needed)
+            pullback = None
+            if cfg.score_mod is not None:
+
+                def mod(s, *mod_params, idx=idx):
+                    return modding.apply_score_mod(cfg.score_mod, s, idx, mod_params)
+
+                s, pullback = backend.vjp(mod, s, *params)
+            block_mask = _row_block_mask(
+                cfg, mask, r0, r1, runs, idx, groups, mod_needed, position_needed
+            )
+            s = _masked_logits(s, block_mask, neg)
+            p = backend.exp_flushed(s - lse[:, :, :, r0:r1, None], reuse=True)
+            if block_mask is not None:
+                p = p * ops.cast(block_mask, dtype)
+            dp = _qk(dob, vb)  # (B, Hkv, G, rows, k)
+            if cfg.dropout:
+                factor = _row_dropout(cfg, dropout_key, batch, r0, r1, runs, dtype)
+                dp = dp * factor
+            ds = p * (dp - delta[:, :, :, r0:r1, None])
+            if cfg.dropout:
+                p = p * factor
+            if pullback is not None:
+                grads = pullback(ds)
+                ds = grads[0]
+                pairs = zip(d_params, grads[1:], strict=True)
+                d_params = [a + ops.cast(g, a.dtype) for a, g in pairs]
+            dq = backend.add_into(dq, _pv(ds, kb), r0, axis=3)  # rows of (B, Hkv, G, Tq, D)
+            dk = _add_runs(dk, _ptx(ds, qb), runs)
+            dv = _add_runs(dv, _ptx(p, dob), runs)
+    grads = [
+        ops.transpose(dq, (0, 3, 1, 2, 4)),  # (B, Tq, Hkv, G, D)
+        ops.transpose(dk, (0, 2, 1, 3)),  # (B, Tv, Hkv, D)
+        ops.transpose(dv, (0, 2, 1, 3)),
+    ]
+    if sinks is not None:
+        p_sink = ops.exp(ops.cast(sinks, dtype)[None, :, :, None] - lse)  # (B, Hkv, G, Tq)
+        grads.append(ops.cast(-ops.sum(p_sink * delta, axis=(0, 3)), sinks.dtype))  # (Hkv, G)
+    grads.extend(d_params)
+    return tuple(grads)
+
+
 # Blocked attention with the O(N)-memory backward: ``inputs`` = (query, key,
 # value[, sinks], *score_mod_params) as in ``forward``, all differentiated;
 # ``aux`` = (mask, dropout_key) not differentiated; ``cfg`` a ``Blocking``. Returns
 # (B, Tq, Hkv, G, Dv).
 flash_attention = backend.custom_vjp(forward, backward)
-# The same with :func:`rows_forward` (the loop ``dispatch.chunked_loop`` picks).
-rows_attention = backend.custom_vjp(rows_forward, backward)
+# The same by row blocks, forward and backward (the loop ``dispatch.chunked_loop`` picks).
+rows_attention = backend.custom_vjp(rows_forward, rows_backward)
 
 
 def uses_custom_gradient(problem):

@@ -52,13 +52,15 @@ MATERIALISED_BIAS_MAX = {"torch": 2**27}
 MATERIALISED_MODS_MAX = {"tensorflow": 2**27}
 
 
-# The forward loop of the chunked path per backend (default "blocks", the
-# online-softmax loop over (query, key) blocks with keras.ops fori_loop/cond).
-# "rows" (chunked.rows_forward): static Python over query row blocks against
-# all the keys they see, a few large operations per block; on torch, which
-# runs each keras.ops call eagerly as its own pass over memory, it cut ALiBi
-# at N=4096 from 27x to ~2x of SDPA (docs/BENCHMARKS.md, issue 17). On JAX and
-# TensorFlow the compiled block loop stays (a Python loop would unroll).
+# The loops of the chunked path per backend (default "blocks", the
+# online-softmax loop over (query, key) blocks with keras.ops fori_loop/cond,
+# and the FlashAttention-2 backward's two block sweeps). "rows"
+# (chunked.rows_forward and rows_backward): static Python over query row
+# blocks against all the keys they see, a few large operations per block; on
+# torch, which runs each keras.ops call eagerly as its own pass over memory,
+# it cut ALiBi's forward at N=4096 from 27x to ~2x of SDPA, and its forward +
+# backward from 8.0 to 1.7 s (docs/BENCHMARKS.md, issue 17). On JAX and
+# TensorFlow the compiled block loops stay (a Python loop would unroll).
 CHUNKED_LOOP = {"torch": "rows"}
 
 
