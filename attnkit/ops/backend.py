@@ -345,6 +345,24 @@ def matmul_transposed(a, b):
     return ops.einsum("bhmd,bhkd->bhmk", a, b)
 
 
+def writes_in_place():
+    """Whether the chunked loops may write their results into buffers in
+    place: on torch while no gradient is recorded (a custom gradient's
+    forward and backward, inference). Elsewhere results are immutable."""
+    if name() != "torch":
+        return False
+    import torch
+
+    return not torch.is_grad_enabled()
+
+
+def write_into(acc, x, start, axis):
+    """``acc`` with its slice ``[start, start + len(x))`` along ``axis`` set to
+    ``x``, in place (:func:`writes_in_place` must hold)."""
+    acc.narrow(axis, start, x.shape[axis]).copy_(x)
+    return acc
+
+
 def add_into(acc, x, start, axis):
     """``acc`` with ``x`` added to its slice ``[start, start + len(x))`` along
     ``axis``: in place on torch (``acc`` must be the caller's own

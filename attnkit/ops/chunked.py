@@ -576,6 +576,9 @@ def backward(inputs, aux, cfg, out, lse, d_out):
 # 2**20 / 2**21 / 2**22 / 2**23 elements: plain 362 / 314 / 275 / 280, user
 # ALiBi 501 / 449 / 462 / 623, soft cap 466 / 417 / 411 / 686 (a 32 MiB block
 # no longer stays in cache; below 2**21 the dispatch of each op dominates).
+# rows_backward uses the same blocks: with 2**20 there, forward + backward at
+# N=4096 took 1150 ms against 990 (plain), and the backward of causal plain
+# attention at N=32768 190 s against 70 (4-row blocks at the longest rows).
 ROW_BLOCK_ELEMENTS = 2**22
 
 
@@ -690,6 +693,39 @@ def _row_dropout(cfg, dropout_key, batch, r0, r1, runs, dtype):
     )
 
 
+class _RowResults:
+    """The query rows of a (B, Hkv, G, Tq, ...) result, block by block.
+
+    Where the backend writes in place (``backend.writes_in_place``: torch
+    with no gradient recorded), into one buffer allocated before the loop:
+    block results kept in a list between the blocks' temporaries fragment
+    glibc's heap (torch, N=32768, ALiBi + 8 documents + soft cap: the heap
+    grew to 7 GiB during the forward with 0.3 GiB of it in use). Elsewhere
+    the blocks are kept and concatenated (no in-place writes).
+    """
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), dtype
+        self.buffer = ops.zeros(shape, dtype) if backend.writes_in_place() else None
+        self.blocks = []
+
+    def put(self, r0, x):
+        if self.buffer is None:
+            self.blocks.append(x)
+        else:
+            backend.write_into(self.buffer, x, r0, axis=3)
+
+    def zeros(self, r0, r1):
+        if self.buffer is None:  # (the buffer starts at zero)
+            shape = (*self.shape[:3], r1 - r0, *self.shape[4:])
+            self.blocks.append(ops.zeros(shape, self.dtype))
+
+    def result(self):
+        if self.buffer is not None:
+            return self.buffer
+        return self.blocks[0] if len(self.blocks) == 1 else ops.concatenate(self.blocks, axis=3)
+
+
 def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
     """:func:`forward`'s result, computed by query row blocks against every
     key they may see at once (an exact softmax per block, no online rescaling).
@@ -722,7 +758,8 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
     sink_rows = (
         None if sinks is None else ops.cast(sinks, dtype)[None, :, :, None]
     )  # (1, Hkv, G, 1)
-    outs, lses = [], []
+    outs = _RowResults((batch, kv_heads, groups, cfg.tq, dv), dtype)
+    lses = _RowResults((batch, kv_heads, groups, cfg.tq), dtype) if residual else None
     for q0, q1, runs, mod_needed, position_needed in row_plan(cfg):
         step = _row_step(cfg, known_batch, q0, q1, runs)
         kb = _gather(k_rows, runs, 2) if runs else None  # (B, Hkv, k, D)
@@ -731,12 +768,12 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
             r1 = min(r0 + step, q1)
             shape = (batch, kv_heads, groups, r1 - r0)
             if not runs:  # nothing visible: zero output, lse of the sink alone (or 0)
-                outs.append(ops.zeros((*shape, dv), dtype=dtype))
-                lses.append(
-                    ops.zeros(shape, dtype)
-                    if sink_rows is None
-                    else ops.broadcast_to(sink_rows, shape)
-                )
+                outs.zeros(r0, r1)
+                if lses is not None:
+                    if sink_rows is None:
+                        lses.zeros(r0, r1)
+                    else:
+                        lses.put(r0, ops.broadcast_to(sink_rows, shape))
                 continue
             s = logits_fn(q_rows[:, :, :, r0:r1], kb)  # (B, Hkv, G, rows, k)
             block_bias = _grouped_rows(bias, r0, r1, runs)
@@ -763,7 +800,8 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
                     denom = denom + ops.exp(sink_rows - m)
                 has_key = denom > 0
                 safe = ops.where(has_key, denom, ops.ones_like(denom))
-                lses.append(ops.where(has_key, m + ops.log(safe), ops.zeros_like(denom)))
+                if lses is not None:
+                    lses.put(r0, ops.where(has_key, m + ops.log(safe), ops.zeros_like(denom)))
                 # Flushed after the division too: e^-80 / Tv is below it.
                 p = backend.flush_small(p / safe[..., None], reuse=True)
             else:
@@ -777,12 +815,9 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
             block_out = _pv(p, vb)  # (B, Hkv, G, rows, Dv)
             if empty_rows is not None:
                 block_out = ops.where(empty_rows[..., None], ops.zeros_like(block_out), block_out)
-            outs.append(block_out)
-    out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=3)  # (B, Hkv, G, Tq, Dv)
-    out = ops.transpose(out, (0, 3, 1, 2, 4))  # (B, Tq, Hkv, G, Dv)
-    if not residual:
-        return out, None
-    return out, lses[0] if len(lses) == 1 else ops.concatenate(lses, axis=3)  # (B, Hkv, G, Tq)
+            outs.put(r0, block_out)
+    out = ops.transpose(outs.result(), (0, 3, 1, 2, 4))  # (B, Tq, Hkv, G, Dv)
+    return out, None if lses is None else lses.result()  # lse: (B, Hkv, G, Tq)
 
 
 def _add_runs(acc, piece, runs):
@@ -805,8 +840,8 @@ def rows_backward(inputs, aux, cfg, out, lse, d_out):
     pays a pass over memory and a dispatch per operation; the (bq, bk) block
     sweeps of :func:`backward` paid them per small block: docs/BENCHMARKS.md).
     Same arguments and returns as :func:`backward`; the memory is O(N):
-    dk and dv, and one block of at most ``ROW_BLOCK_ELEMENTS`` scores with
-    the few temporaries of its derivative.
+    dq, dk and dv, and one block of at most ``ROW_BLOCK_ELEMENTS`` scores
+    with the few temporaries of its derivative.
     """
     query, key, value, sinks, params = _split(inputs, cfg)
     mask, dropout_key = aux
@@ -820,9 +855,10 @@ def rows_backward(inputs, aux, cfg, out, lse, d_out):
     v_rows = ops.transpose(value, (0, 2, 1, 3))  # (B, Hkv, Tv, Dv)
     delta = ops.transpose(ops.sum(d_out * out, axis=-1), (0, 2, 3, 1))  # (B, Hkv, G, Tq)
     # The gradients are written into buffers allocated once (in place on
-    # torch): kept block results between the blocks' temporaries fragment
-    # glibc's heap (7.4 GiB peak RSS at N=32768 with ALiBi + documents + soft
-    # cap, against 1.2 GiB with every block freed back to the system).
+    # torch), as the forward's results are (``_RowResults``): kept block
+    # results between the blocks' temporaries fragment glibc's heap (7.4 GiB
+    # peak RSS at N=32768 with ALiBi + documents + soft cap, against 1.2 GiB
+    # with every block freed back to the system).
     dq, dk, dv = ops.zeros_like(q_rows), ops.zeros_like(k_rows), ops.zeros_like(v_rows)
     d_params = [ops.zeros_like(p) for p in params]
     for q0, q1, runs, mod_needed, position_needed in row_plan(cfg):
