@@ -701,7 +701,8 @@ class _RowResults:
     block results kept in a list between the blocks' temporaries fragment
     glibc's heap (torch, N=32768, ALiBi + 8 documents + soft cap: the heap
     grew to 7 GiB during the forward with 0.3 GiB of it in use). Elsewhere
-    the blocks are kept and concatenated (no in-place writes).
+    the blocks are kept and concatenated (no in-place writes), so ``put``
+    and ``zeros`` must come in row order, every row once.
     """
 
     def __init__(self, shape, dtype):
