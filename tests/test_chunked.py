@@ -249,8 +249,29 @@ def test_both_loops_fall_back_to_autodiff_with_bias(loop, rng):
 def test_row_blocks_split_long_key_rows_exactly(loop, monkeypatch, rng):
     # 40 elements per block: rows of one query (B·H·Tv = 2·4·29 > 40) or a few.
     monkeypatch.setattr(chunked, "ROW_BLOCK_ELEMENTS", 40)
+    monkeypatch.setattr(chunked, "MIN_BLOCK_ROWS", 1)
     q, k, v = _inputs(rng, 13, 29, "gqa")
     _check(q, k, v, {"causal": True, "window": 9, "mask": _padding(29)}, (4, 6), rng)
+
+
+def test_row_blocks_keep_at_least_min_block_rows(loop, monkeypatch, rng):
+    # 40 elements would allow one row against 29 keys; the floor keeps 3 (and
+    # the query block of 4 rows ends with a block of 1), forward and backward.
+    monkeypatch.setattr(chunked, "ROW_BLOCK_ELEMENTS", 40)
+    monkeypatch.setattr(chunked, "MIN_BLOCK_ROWS", 3)
+    steps = []
+    row_step = chunked._row_step
+
+    def spy(*args):
+        steps.append(row_step(*args))
+        return steps[-1]
+
+    monkeypatch.setattr(chunked, "_row_step", spy)
+    q, k, v = _inputs(rng, 13, 29, "gqa")
+    _check(q, k, v, {"mask": _padding(29)}, (4, 6), rng)
+    if loop == "rows":
+        assert steps and set(steps) <= {3, 1}, steps  # 13 rows: blocks of 4, 4, 4, 1
+        assert 3 in steps
 
 
 def test_row_plan_visits_only_what_the_masks_leave():

@@ -580,6 +580,13 @@ def backward(inputs, aux, cfg, out, lse, d_out):
 # N=4096 took 1150 ms against 990 (plain), and the backward of causal plain
 # attention at N=32768 190 s against 70 (4-row blocks at the longest rows).
 ROW_BLOCK_ELEMENTS = 2**22
+# Fewest rows per block (unless the query block has fewer): beyond
+# 2**22 / (16·B·H) keys the block grows with the keys instead (still O(N))
+# rather than paying each operation's dispatch for a handful of rows. torch,
+# 256 queries x 65536 keys, B·H=8, soft cap, forward / forward + backward ms:
+# 8 rows 1507 / 7313, 16 rows 1390 / 5962; 128 x 131072: 4 rows 2533 / 15407,
+# 16 rows 1528 / 8082, 32 rows 1242 / 8250 (docs/BENCHMARKS.md).
+MIN_BLOCK_ROWS = 16
 
 
 def row_plan(cfg):
@@ -677,9 +684,11 @@ def _row_indices(cfg, batch, r0, r1, runs, mod_needed):
 
 
 def _row_step(cfg, known_batch, q0, q1, runs):
-    """Rows per block: at most ``ROW_BLOCK_ELEMENTS`` scores."""
+    """Rows per block: at most ``ROW_BLOCK_ELEMENTS`` scores, and at least
+    ``MIN_BLOCK_ROWS`` rows (or the query block's)."""
     width = sum(b - a for a, b in runs)
-    return max(1, min(q1 - q0, ROW_BLOCK_ELEMENTS // max(1, known_batch * cfg.heads * width)))
+    rows = ROW_BLOCK_ELEMENTS // max(1, known_batch * cfg.heads * width)
+    return max(1, min(q1 - q0, max(MIN_BLOCK_ROWS, rows)))
 
 
 def _row_dropout(cfg, dropout_key, batch, r0, r1, runs, dtype):
@@ -733,13 +742,13 @@ def rows_forward(inputs, aux, cfg, *, bias=None, logits_fn=None, residual=None):
 
     Same arguments and returns as :func:`forward`; ``residual`` (default
     ``cfg.residual``) False returns None for the log-sum-exp, which only a
-    backward reads. The loop is static
-    Python: blocks and key ranges that the causal/window band or the block
-    mask hide are never visited, and a block's memory is at most
-    ``ROW_BLOCK_ELEMENTS`` scores (rows are split further for long keys), so
-    it stays O(N). Few, large operations per block: on torch's eager
-    execution each operation costs a pass over memory and a dispatch, which
-    the (256, 512)-block loop paid about 40 times per block
+    backward reads. The loop is static Python: blocks and key ranges that
+    the causal/window band or the block mask hide are never visited, and a
+    block holds at most ``ROW_BLOCK_ELEMENTS`` scores (rows are split
+    further for long keys), or ``MIN_BLOCK_ROWS`` rows against very long
+    keys, so it stays O(N). Few, large operations per block: on torch's
+    eager execution each operation costs a pass over memory and a dispatch,
+    which the (256, 512)-block loop paid about 40 times per block
     (docs/BENCHMARKS.md). Keys and values of a block are gathered only when
     the block mask leaves several separate ranges.
     """
@@ -841,8 +850,8 @@ def rows_backward(inputs, aux, cfg, out, lse, d_out):
     pays a pass over memory and a dispatch per operation; the (bq, bk) block
     sweeps of :func:`backward` paid them per small block: docs/BENCHMARKS.md).
     Same arguments and returns as :func:`backward`; the memory is O(N):
-    dq, dk and dv, and one block of at most ``ROW_BLOCK_ELEMENTS`` scores
-    with the few temporaries of its derivative.
+    dq, dk and dv, and one block of the forward's size with the few
+    temporaries of its derivative.
     """
     query, key, value, sinks, params = _split(inputs, cfg)
     mask, dropout_key = aux
